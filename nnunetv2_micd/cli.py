@@ -1,0 +1,80 @@
+"""The ``micd`` command: dataset tools around nnU-Net's own commands."""
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+
+def trainer_path() -> str:
+    """The folder that nnUNet_extTrainer must point to (shipped inside the installed package)."""
+    import nnunetv2_micd.trainers
+    return os.path.dirname(os.path.abspath(nnunetv2_micd.trainers.__file__))
+
+
+def _cmd_trainer_path(args) -> None:
+    print(trainer_path())
+
+
+def _cmd_make_ssl_dataset(args) -> None:
+    from nnunetv2_micd.dataset.ssl_split import make_ssl_dataset
+    make_ssl_dataset(args.d, args.o, args.labeled, args.test, args.seed, args.overwrite)
+
+
+def _cmd_preprocess_unlabeled(args) -> None:
+    from nnunetv2_micd.dataset.preprocess_unlabeled import preprocess_unlabeled
+    preprocess_unlabeled(args.d, args.c, args.p, args.np)
+
+
+def _cmd_tiny_plans(args) -> None:
+    from nnunetv2_micd.tiny_plans import write_tiny_plans
+    features = [int(f) for f in args.features.split(",")]
+    print(write_tiny_plans(args.d, args.p, args.o, features, args.batch_size))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="micd", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("trainer-path", help="print the folder to export as nnUNet_extTrainer")
+    p.set_defaults(func=_cmd_trainer_path)
+
+    p = commands.add_parser("make-ssl-dataset",
+                            help="split a fully labeled raw dataset into labeled, unlabeled and test cases")
+    p.add_argument("-d", required=True, help="source dataset id or name (in nnUNet_raw)")
+    p.add_argument("-o", required=True, help="new dataset: an id (named after the source) or DatasetXXX_Name")
+    p.add_argument("--labeled", required=True, help="number (10) or percentage (5%%) of training cases to label")
+    p.add_argument("--test", default=None, help="number or percentage of cases held out as imagesTs/labelsTs")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split (splits are nested for one seed)")
+    p.add_argument("--overwrite", action="store_true", help="replace the new dataset if it exists")
+    p.set_defaults(func=_cmd_make_ssl_dataset)
+
+    p = commands.add_parser("preprocess-unlabeled",
+                            help="preprocess imagesUnlabeled/ with the dataset's plans (resumable)")
+    p.add_argument("-d", required=True, help="dataset id or name")
+    p.add_argument("-c", nargs="+", default=["3d_fullres"], help="configurations (default: 3d_fullres)")
+    p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
+    p.add_argument("-np", type=int, default=None, help="worker processes (default: nnU-Net's default)")
+    p.set_defaults(func=_cmd_preprocess_unlabeled)
+
+    p = commands.add_parser("tiny-plans", help="write small-network plans over the same preprocessed data")
+    p.add_argument("-d", required=True, help="dataset id or name")
+    p.add_argument("-p", default="nnUNetPlans", help="source plans identifier (default: nnUNetPlans)")
+    p.add_argument("-o", default="nnUNetPlans_tiny", help="name of the new plans (default: nnUNetPlans_tiny)")
+    p.add_argument("--features", default="8,16,32,64", help="features per stage (default: 8,16,32,64)")
+    p.add_argument("--batch-size", type=int, default=2, help="batch size (default: 2)")
+    p.set_defaults(func=_cmd_tiny_plans)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+        # bad input is the user's to fix: say what is wrong, without a traceback
+        print(f"micd {args.command}: error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""Derive a semi-supervised nnU-Net raw dataset from a fully labeled one.
+
+Only some training cases keep their labels (imagesTr/labelsTr). The remaining training images go to
+imagesUnlabeled/ without labels and an optional held-out split goes to imagesTs/labelsTs. Splits are nested: for a
+fixed seed and test size a smaller labeled set is a subset of a larger one, so label-budget sweeps compare like with
+like and always evaluate on the same test cases.
+"""
+import copy
+import math
+import os
+import re
+import shutil
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+from batchgenerators.utilities.file_and_folder_operations import isdir, isfile, join, load_json, maybe_mkdir_p, \
+    save_json, subdirs
+from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
+
+import nnunetv2_micd
+
+DATASET_NAME_PATTERN = re.compile(r"Dataset(\d{3})_(\S+)")
+
+# split -> (images folder, labels folder or None when the labels must not be copied)
+SPLIT_FOLDERS = {
+    'labeled': ('imagesTr', 'labelsTr'),
+    'unlabeled': ('imagesUnlabeled', None),
+    'test': ('imagesTs', 'labelsTs'),
+}
+
+
+def raw_root() -> str:
+    """nnUNet_raw, read at call time so that the current environment is honoured."""
+    path = os.environ.get('nnUNet_raw')
+    if not path:
+        raise RuntimeError("nnUNet_raw is not set. See nnU-Net's documentation/setting_up_paths.md.")
+    return path
+
+
+def parse_count(text: str, total: int) -> int:
+    """Number of cases selected by '10' or '5%' (of total). Percentages round half up, but never down to 0."""
+    spec = text.strip()
+    if spec.endswith('%'):
+        percentage = _parse_number(spec[:-1], float, text)
+        if not 0 < percentage <= 100:
+            raise ValueError(f"{text!r} is not a percentage in (0%, 100%].")
+        count = max(1, math.floor(total * percentage / 100 + 0.5))
+    else:
+        count = _parse_number(spec, int, text)
+    if count <= 0:
+        raise ValueError(f"{text!r} selects no cases; at least 1 is required.")
+    if count > total:
+        raise ValueError(f"{text!r} asks for {count} cases but only {total} are available.")
+    return count
+
+
+def _parse_number(spec: str, number_type: type, text: str) -> Union[int, float]:
+    try:
+        return number_type(spec)
+    except ValueError:
+        raise ValueError(f"Cannot parse {text!r} as a number of cases. Use an integer such as '10' or a "
+                         f"percentage such as '5%'.") from None
+
+
+def resolve_target_name(target: str, source_name: str) -> str:
+    """Full dataset name for target ('601' borrows the source's name). Refuses ids nnU-Net could not resolve."""
+    target = target.strip()
+    if target.isdigit() and len(target) <= 3:
+        target = f"Dataset{int(target):03d}_{_name_without_prefix(source_name)}"
+    match = DATASET_NAME_PATTERN.fullmatch(target)
+    if match is None:
+        raise ValueError(f"Target {target!r} is neither a dataset id (e.g. '601') nor a name like "
+                         f"'Dataset601_Name'.")
+    if target == source_name:
+        raise ValueError(f"Target {target} is the source dataset itself.")
+    clashes = _datasets_with_id(match.group(1), excluding=target)
+    if clashes:
+        raise ValueError(f"Cannot create {target}: {', '.join(clashes)} already uses id {match.group(1)} in "
+                         f"{raw_root()} and nnU-Net could not tell them apart. Pick another id.")
+    return target
+
+
+def _name_without_prefix(dataset_name: str) -> str:
+    match = DATASET_NAME_PATTERN.fullmatch(dataset_name)
+    if match is None:
+        raise ValueError(f"{dataset_name!r} is not a dataset name like 'Dataset004_Hippocampus'.")
+    return match.group(2)
+
+
+def _datasets_with_id(three_digit_id: str, excluding: str) -> List[str]:
+    if not isdir(raw_root()):
+        return []
+    return [d for d in subdirs(raw_root(), prefix=f"Dataset{three_digit_id}_", join=False) if d != excluding]
+
+
+def plan_ssl_split(case_ids: Sequence[str], num_labeled: int, num_test: int, seed: int) -> Dict[str, List[str]]:
+    """Nested split from one seeded permutation: test cases come first, labeled cases next, the rest is
+    unlabeled. The test split therefore never depends on num_labeled and labeled sets grow by appending."""
+    ordered = sorted(case_ids)
+    if len(set(ordered)) != len(ordered):
+        raise ValueError("Case ids must be unique.")
+    if num_labeled < 1 or num_test < 0:
+        raise ValueError(f"Need at least 1 labeled case and no negative test size, got num_labeled={num_labeled}, "
+                         f"num_test={num_test}.")
+    if num_labeled + num_test > len(ordered):
+        raise ValueError(f"{num_labeled} labeled + {num_test} test cases exceed the {len(ordered)} available.")
+    shuffled = [ordered[i] for i in np.random.default_rng(seed).permutation(len(ordered))]
+    test, training_pool = shuffled[:num_test], shuffled[num_test:]
+    return {
+        'labeled': sorted(training_pool[:num_labeled]),
+        'unlabeled': sorted(training_pool[num_labeled:]),
+        'test': sorted(test),
+    }
+
+
+def make_ssl_dataset(source: Union[str, int], target: str, labeled: str, test: Optional[str] = None,
+                     seed: int = 0, overwrite: bool = False) -> str:
+    """Create a semi-supervised copy of a fully labeled raw dataset and return its folder.
+
+    labeled counts (or is a percentage of) the training cases left after the test split; test refers to all
+    cases. The dataset is built in a hidden sibling folder and renamed at the end, so an interrupted run leaves
+    no half-made dataset behind.
+    """
+    source_name = _existing_source_dataset(source)
+    source_folder = join(raw_root(), source_name)
+    target_name = resolve_target_name(str(target), source_name)
+    target_folder = join(raw_root(), target_name)
+    if isdir(target_folder) and not overwrite:
+        raise FileExistsError(f"{target_folder} already exists. Use --overwrite (overwrite=True) to replace it.")
+
+    source_json = load_json(join(source_folder, 'dataset.json'))
+    cases = _labeled_cases(source_folder, source_json)
+    num_test = 0 if test is None else parse_count(test, len(cases))
+    num_labeled = _parse_labeled_count(labeled, len(cases) - num_test)
+    split = plan_ssl_split(list(cases), num_labeled, num_test, seed)
+    manifest = {
+        'source_dataset': source_name,
+        'target_dataset': target_name,
+        'seed': seed,
+        'labeled_spec': labeled,
+        'test_spec': test,
+        'splits': split,
+        'nnunetv2_micd_version': nnunetv2_micd.__version__,
+    }
+
+    staging_folder = join(raw_root(), f".{target_name}.partial-{os.getpid()}")
+    os.makedirs(staging_folder)
+    try:
+        _write_ssl_dataset(staging_folder, cases, split, source_json)
+        save_json(manifest, join(staging_folder, 'ssl_manifest.json'), sort_keys=False)
+        if isdir(target_folder):
+            shutil.rmtree(target_folder)
+        os.rename(staging_folder, target_folder)
+    finally:
+        if isdir(staging_folder):
+            shutil.rmtree(staging_folder)
+    _print_summary(source_name, target_folder, split, seed)
+    return target_folder
+
+
+def _existing_source_dataset(source: Union[str, int]) -> str:
+    name = maybe_convert_to_dataset_name(source)
+    if not isfile(join(raw_root(), name, 'dataset.json')):
+        raise FileNotFoundError(f"Source dataset {name} with a dataset.json not found in {raw_root()}.")
+    return name
+
+
+def _labeled_cases(source_folder: str, source_json: dict) -> Dict[str, dict]:
+    """Image files and label file per training case. Every case must be labeled: the split decides who keeps one."""
+    if 'dataset' not in source_json and not isdir(join(source_folder, 'labelsTr')):
+        raise FileNotFoundError(f"{source_folder} has no labelsTr folder; the source must be fully labeled.")
+    found = get_filenames_of_train_images_and_targets(source_folder, copy.deepcopy(source_json))
+    cases = {str(case): files for case, files in found.items()}
+    if not cases:
+        raise FileNotFoundError(f"{source_folder} contains no training cases.")
+    unlabeled = sorted(case for case, files in cases.items() if not isfile(files['label']))
+    if unlabeled:
+        raise FileNotFoundError(f"{source_folder} must be fully labeled, but these cases have no label file: "
+                                f"{unlabeled}")
+    return cases
+
+
+def _parse_labeled_count(labeled: str, num_available: int) -> int:
+    try:
+        return parse_count(labeled, num_available)
+    except ValueError as e:
+        raise ValueError(f"Invalid labeled size ({num_available} training cases remain after the test split): "
+                         f"{e}") from None
+
+
+def _write_ssl_dataset(folder: str, cases: Dict[str, dict], split: Dict[str, List[str]], source_json: dict) -> None:
+    file_ending = source_json['file_ending']
+    for split_name, (images_subfolder, labels_subfolder) in SPLIT_FOLDERS.items():
+        if split_name == 'test' and not split['test']:
+            continue
+        images_folder = join(folder, images_subfolder)
+        labels_folder = None if labels_subfolder is None else join(folder, labels_subfolder)
+        for created in (images_folder, labels_folder):
+            if created is not None:
+                maybe_mkdir_p(created)
+        for case in split[split_name]:
+            _copy_case(case, cases[case], file_ending, images_folder, labels_folder)
+    save_json(_ssl_dataset_json(source_json, split), join(folder, 'dataset.json'), sort_keys=False)
+
+
+def _copy_case(case: str, files: dict, file_ending: str, images_folder: str, labels_folder: Optional[str]) -> None:
+    """Copies (no hard links, users may edit files) into nnU-Net's {case}_{channel:04d} naming."""
+    for channel, image in enumerate(files['images']):
+        shutil.copy2(image, join(images_folder, f"{case}_{channel:04d}{file_ending}"))
+    if labels_folder is not None:
+        shutil.copy2(files['label'], join(labels_folder, case + file_ending))
+
+
+def _ssl_dataset_json(source_json: dict, split: Dict[str, List[str]]) -> dict:
+    """Source's dataset.json with numTraining counting labeled cases only. Files now follow the folder layout,
+    so an explicit 'dataset' file listing of the source is dropped."""
+    dataset_json = copy.deepcopy(source_json)
+    dataset_json.pop('dataset', None)
+    dataset_json['numTraining'] = len(split['labeled'])
+    dataset_json['numUnlabeled'] = len(split['unlabeled'])
+    dataset_json['numTest'] = len(split['test'])
+    return dataset_json
+
+
+def _print_summary(source_name: str, target_folder: str, split: Dict[str, List[str]], seed: int) -> None:
+    print(f"Created semi-supervised dataset from {source_name} (seed {seed}): {len(split['labeled'])} labeled, "
+          f"{len(split['unlabeled'])} unlabeled, {len(split['test'])} test cases\n  -> {target_folder}")

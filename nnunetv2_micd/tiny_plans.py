@@ -1,0 +1,63 @@
+"""Smaller plans over the same preprocessed data, so real nnU-Net networks train quickly on a CPU.
+
+Only the network width (features per stage), optionally its depth, and the batch size change. Data identifiers,
+patch size, spacing and normalisation stay as planned, so the tiny plans read the data that
+``nnUNetv2_plan_and_preprocess`` (and ``micd preprocess-unlabeled``) already wrote.
+"""
+from copy import deepcopy
+from typing import Sequence
+
+from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json, save_json
+from nnunetv2.paths import nnUNet_preprocessed
+from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+DEFAULT_TINY_FEATURES = (8, 16, 32, 64)
+PER_STAGE_KEYS = ("kernel_sizes", "strides", "n_conv_per_stage", "n_blocks_per_stage")
+
+
+def shrink_architecture(arch_kwargs: dict, features: Sequence[int]) -> dict:
+    """Returns arch kwargs with the given features per stage, dropping the deepest stages if fewer are given."""
+    planned_stages = arch_kwargs["n_stages"]
+    num_stages = len(features)
+    if num_stages > planned_stages:
+        raise ValueError(f"{num_stages} feature sizes given but the plans have only {planned_stages} stages")
+    if num_stages < 2:
+        raise ValueError("a U-Net needs at least 2 stages")
+    shrunk = deepcopy(arch_kwargs)
+    shrunk["n_stages"] = num_stages
+    shrunk["features_per_stage"] = [int(f) for f in features]
+    for key in PER_STAGE_KEYS:
+        if key in shrunk and isinstance(shrunk[key], list):
+            shrunk[key] = shrunk[key][:num_stages]
+    if "n_conv_per_stage_decoder" in shrunk:
+        shrunk["n_conv_per_stage_decoder"] = shrunk["n_conv_per_stage_decoder"][:num_stages - 1]
+    return shrunk
+
+
+def make_tiny_plans(plans: dict, new_name: str, features: Sequence[int] = DEFAULT_TINY_FEATURES,
+                    batch_size: int = 2) -> dict:
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    tiny = deepcopy(plans)
+    tiny["plans_name"] = new_name
+    for configuration in tiny["configurations"].values():
+        if "architecture" in configuration:
+            architecture = configuration["architecture"]
+            architecture["arch_kwargs"] = shrink_architecture(architecture["arch_kwargs"], features)
+        if "batch_size" in configuration:
+            configuration["batch_size"] = batch_size
+    return tiny
+
+
+def write_tiny_plans(dataset: str, source_plans: str = "nnUNetPlans", new_name: str = "nnUNetPlans_tiny",
+                     features: Sequence[int] = DEFAULT_TINY_FEATURES, batch_size: int = 2) -> str:
+    """Writes ``nnUNet_preprocessed/<dataset>/<new_name>.json`` and returns its path."""
+    dataset_folder = join(nnUNet_preprocessed.require(), maybe_convert_to_dataset_name(dataset))
+    source_file = join(dataset_folder, source_plans + ".json")
+    if not isfile(source_file):
+        raise FileNotFoundError(f"No plans file {source_file}. Run nnUNetv2_plan_and_preprocess first.")
+    if new_name == source_plans:
+        raise ValueError("the tiny plans need a name different from the source plans")
+    target_file = join(dataset_folder, new_name + ".json")
+    save_json(make_tiny_plans(load_json(source_file), new_name, features, batch_size), target_file, sort_keys=False)
+    return target_file

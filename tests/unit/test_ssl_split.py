@@ -1,0 +1,186 @@
+import filecmp
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from batchgenerators.utilities.file_and_folder_operations import load_json
+from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+
+import nnunetv2_micd
+from nnunetv2_micd.dataset.ssl_split import make_ssl_dataset, parse_count, plan_ssl_split, resolve_target_name
+
+SOURCE = 'Dataset004_Hippocampus'
+NUM_CASES = 12
+CASE_IDS = [f'hippo_{i:03d}' for i in range(NUM_CASES)]
+FILE_ENDING = '.nii.gz'
+
+
+def _write_image(array: np.ndarray, path: Path) -> None:
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((1.0, 1.5, 2.0))
+    sitk.WriteImage(image, str(path))
+
+
+def _make_source_dataset(raw: Path, num_channels: int) -> Path:
+    folder = raw / SOURCE
+    (folder / 'imagesTr').mkdir(parents=True)
+    (folder / 'labelsTr').mkdir()
+    rng = np.random.default_rng(0)
+    for case in CASE_IDS:
+        for channel in range(num_channels):
+            _write_image(rng.random((4, 5, 6)).astype(np.float32),
+                         folder / 'imagesTr' / f'{case}_{channel:04d}{FILE_ENDING}')
+        _write_image(rng.integers(0, 3, (4, 5, 6)).astype(np.uint8), folder / 'labelsTr' / f'{case}{FILE_ENDING}')
+    generate_dataset_json(str(folder), {i: f'MRI{i}' for i in range(num_channels)},
+                          {'background': 0, 'anterior': 1, 'posterior': 2}, NUM_CASES, FILE_ENDING,
+                          dataset_name=SOURCE)
+    return folder
+
+
+@pytest.fixture
+def raw(tmp_path, monkeypatch) -> Path:
+    raw = tmp_path / 'nnUNet_raw'
+    raw.mkdir()
+    monkeypatch.setenv('nnUNet_raw', str(raw))
+    monkeypatch.delenv('nnUNet_preprocessed', raising=False)
+    monkeypatch.delenv('nnUNet_results', raising=False)
+    return raw
+
+
+@pytest.fixture
+def source(raw) -> Path:
+    return _make_source_dataset(raw, num_channels=1)
+
+
+@pytest.mark.parametrize('text, total, expected', [
+    ('10', 12, 10), (' 3 ', 12, 3), ('12', 12, 12), ('50%', 12, 6), ('5%', 12, 1), ('1%', 12, 1),
+    ('25%', 10, 3), ('2.5%', 200, 5), ('100%', 7, 7),
+])
+def test_parse_count(text, total, expected):
+    assert parse_count(text, total) == expected
+
+
+@pytest.mark.parametrize('text', ['0', '-1', '13', '0%', '-5%', '101%', 'abc', '3.5', '%', '', 'nan%', '5%%'])
+def test_parse_count_rejects(text):
+    with pytest.raises(ValueError):
+        parse_count(text, 12)
+
+
+def test_resolve_target_name(raw):
+    assert resolve_target_name('601', SOURCE) == 'Dataset601_Hippocampus'
+    assert resolve_target_name('7', SOURCE) == 'Dataset007_Hippocampus'
+    assert resolve_target_name('Dataset602_HippoSSL', SOURCE) == 'Dataset602_HippoSSL'
+    for bad in ['Dataset60_X', 'Dataset601_', 'hippo', '6011', SOURCE]:
+        with pytest.raises(ValueError):
+            resolve_target_name(bad, SOURCE)
+
+
+def test_resolve_target_name_refuses_ambiguous_id(raw):
+    (raw / 'Dataset601_Other').mkdir()
+    with pytest.raises(ValueError, match='Dataset601_Other'):
+        resolve_target_name('601', SOURCE)
+    (raw / 'Dataset602_Hippocampus').mkdir()
+    assert resolve_target_name('602', SOURCE) == 'Dataset602_Hippocampus'
+
+
+def test_plan_is_a_deterministic_partition():
+    split = plan_ssl_split(CASE_IDS, 4, 3, seed=1)
+    assert split == plan_ssl_split(list(reversed(CASE_IDS)), 4, 3, seed=1)
+    assert split != plan_ssl_split(CASE_IDS, 4, 3, seed=2)
+    assert [len(split[k]) for k in ('labeled', 'unlabeled', 'test')] == [4, 5, 3]
+    assert sorted(split['labeled'] + split['unlabeled'] + split['test']) == CASE_IDS
+    assert all(split[k] == sorted(split[k]) for k in split)
+
+
+def test_plan_is_nested():
+    for seed in range(5):
+        small, large = plan_ssl_split(CASE_IDS, 3, 2, seed), plan_ssl_split(CASE_IDS, 6, 2, seed)
+        assert set(small['labeled']) < set(large['labeled'])
+        assert small['test'] == large['test']
+        assert set(large['unlabeled']) < set(small['unlabeled'])
+
+
+@pytest.mark.parametrize('num_labeled, num_test', [(0, 2), (11, 2), (3, -1)])
+def test_plan_rejects_impossible_sizes(num_labeled, num_test):
+    with pytest.raises(ValueError):
+        plan_ssl_split(CASE_IDS, num_labeled, num_test, seed=0)
+
+
+def test_make_ssl_dataset_multichannel_without_label_leaks(raw):
+    source = _make_source_dataset(raw, num_channels=2)
+    target = Path(make_ssl_dataset('4', '601', labeled='3', test='25%', seed=3))
+
+    assert target == raw / 'Dataset601_Hippocampus'
+    manifest = load_json(str(target / 'ssl_manifest.json'))
+    split = manifest['splits']
+    assert split == plan_ssl_split(CASE_IDS, 3, 3, seed=3)
+    assert manifest['source_dataset'] == SOURCE
+    assert manifest['seed'] == 3
+    assert (manifest['labeled_spec'], manifest['test_spec']) == ('3', '25%')
+    assert manifest['nnunetv2_micd_version'] == nnunetv2_micd.__version__
+
+    images_per_folder = {'imagesTr': split['labeled'], 'imagesUnlabeled': split['unlabeled'], 'imagesTs': split['test']}
+    for subfolder, cases in images_per_folder.items():
+        files = sorted(os.listdir(target / subfolder))
+        assert files == [f'{c}_{ch:04d}{FILE_ENDING}' for c in cases for ch in range(2)]
+        assert all(filecmp.cmp(target / subfolder / f, source / 'imagesTr' / f, shallow=False) for f in files)
+    expected_labels = [f'labelsTr/{c}{FILE_ENDING}' for c in split['labeled']] + \
+                      [f'labelsTs/{c}{FILE_ENDING}' for c in split['test']]
+    expected_images = [f'{folder}/{f}' for folder in images_per_folder for f in os.listdir(target / folder)]
+    all_files = [p.relative_to(target).as_posix() for p in target.rglob('*') if p.is_file()]
+    assert sorted(all_files) == sorted(expected_labels + expected_images + ['dataset.json', 'ssl_manifest.json'])
+    assert all(filecmp.cmp(target / f, source / 'labelsTr' / Path(f).name, shallow=False) for f in expected_labels)
+
+    dataset_json = load_json(str(target / 'dataset.json'))
+    assert (dataset_json['numTraining'], dataset_json['numUnlabeled'], dataset_json['numTest']) == (3, 6, 3)
+    assert dataset_json['channel_names'] == {'0': 'MRI0', '1': 'MRI1'}
+    assert dataset_json['labels'] == load_json(str(source / 'dataset.json'))['labels']
+    verify_dataset_integrity(str(target), num_processes=1)
+
+
+def test_labeled_percentage_refers_to_cases_left_after_test_split(source):
+    target = make_ssl_dataset(SOURCE, 'Dataset610_Half', labeled='50%', test='4')
+    split = load_json(os.path.join(target, 'ssl_manifest.json'))['splits']
+    assert [len(split[k]) for k in ('labeled', 'unlabeled', 'test')] == [4, 4, 4]
+    assert not (Path(make_ssl_dataset(4, '611', labeled='12')) / 'imagesTs').exists()
+
+
+def test_nested_datasets_share_the_test_split(source):
+    small = load_json(os.path.join(make_ssl_dataset(4, '603', '3', test='2', seed=7), 'ssl_manifest.json'))['splits']
+    large = load_json(os.path.join(make_ssl_dataset(4, '606', '6', test='2', seed=7), 'ssl_manifest.json'))['splits']
+    assert set(small['labeled']) < set(large['labeled'])
+    assert small['test'] == large['test']
+
+
+def test_refuses_to_overwrite_unless_asked(source, raw):
+    target = Path(make_ssl_dataset(4, '601', labeled='3', seed=0))
+    (target / 'stale.txt').write_text('from an earlier run')
+    with pytest.raises(FileExistsError, match='--overwrite'):
+        make_ssl_dataset(4, '601', labeled='5', seed=0)
+    assert load_json(str(target / 'dataset.json'))['numTraining'] == 3
+
+    make_ssl_dataset(4, '601', labeled='5', seed=0, overwrite=True)
+    assert load_json(str(target / 'dataset.json'))['numTraining'] == 5
+    assert not (target / 'stale.txt').exists()
+    assert sorted(os.listdir(raw)) == [SOURCE, 'Dataset601_Hippocampus']
+
+
+def test_failed_run_leaves_nothing_behind(source, raw):
+    with pytest.raises(ValueError, match='after the test split'):
+        make_ssl_dataset(4, '601', labeled='10', test='3')
+    assert os.listdir(raw) == [SOURCE]
+
+
+def test_requires_fully_labeled_source(source, raw):
+    (source / 'labelsTr' / f'{CASE_IDS[5]}{FILE_ENDING}').unlink()
+    with pytest.raises(FileNotFoundError, match=CASE_IDS[5]):
+        make_ssl_dataset(4, '601', labeled='3')
+    for label in (source / 'labelsTr').iterdir():
+        label.unlink()
+    (source / 'labelsTr').rmdir()
+    with pytest.raises(FileNotFoundError, match='labelsTr'):
+        make_ssl_dataset(4, '601', labeled='3')
+    assert os.listdir(raw) == [SOURCE]
