@@ -1,0 +1,148 @@
+"""Every hyper-parameter of MICD in one place, and the training budget shared with the baseline trainer.
+
+``nnUNetv2_train`` takes no extra flags, so both are changed through the environment:
+
+- ``MICD_CONFIG=path/to/config.json`` overrides any field of :class:`MICDConfig` (unknown keys or bad values stop
+  training before it starts);
+- ``MICD_NUM_EPOCHS``, ``MICD_ITERS_PER_EPOCH``, ``MICD_VAL_ITERS``, ``MICD_SAVE_EVERY`` and ``MICD_SEED`` set the
+  :class:`TrainingBudget`.
+"""
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from typing import Optional, Tuple
+
+CLASS_WEIGHTING_MODES = ("dhc", "none")
+CMD_MODES = ("own", "cross")
+INFERENCE_MODES = ("ensemble", "student_a", "teachers")
+
+
+class ConfigError(ValueError):
+    """A configuration that must not start a training."""
+
+
+@dataclass(frozen=True)
+class MICDConfig:
+    #: λ_max, the weight of the unsupervised terms after ramp-up (DHC used 0.1)
+    lambda_max: float = 0.1
+    #: ramp-up length T as a fraction of all optimizer steps of the training
+    rampup_fraction: float = 0.4
+    #: relative weights of the three unsupervised terms
+    weight_mcpc: float = 1.0
+    weight_cfc: float = 1.0
+    weight_cmd: float = 1.0
+    #: fraction of blocks zeroed in the masked copies (0 disables masking: plain cross pseudo supervision)
+    mask_ratio: float = 0.5
+    #: block size per axis in voxels; None = patch size / 8, at least 4
+    mask_block_size: Optional[Tuple[int, ...]] = None
+    #: EMA decay α of the teachers
+    ema_decay: float = 0.99
+    #: DHC-style class weights in MCPC ("dhc") or none
+    class_weighting: str = "dhc"
+    #: momentum of the class-weight statistics
+    class_weight_momentum: float = 0.99
+    #: CMD: each student follows its own teacher ("own") or the other branch's teacher ("cross")
+    cmd_mode: str = "own"
+    #: prediction: average of both students' logits, student A alone, or the average of both teachers
+    inference_mode: str = "ensemble"
+    #: unlabeled patches per step; None = the plans' batch size
+    unlabeled_batch_size: Optional[int] = None
+
+    def __post_init__(self):
+        problems = []
+        for name in ("lambda_max", "weight_mcpc", "weight_cfc", "weight_cmd"):
+            if not getattr(self, name) >= 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("rampup_fraction", "mask_ratio", "ema_decay", "class_weight_momentum"):
+            if not 0 <= getattr(self, name) <= 1:
+                problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        for name, allowed in (("class_weighting", CLASS_WEIGHTING_MODES), ("cmd_mode", CMD_MODES),
+                              ("inference_mode", INFERENCE_MODES)):
+            if getattr(self, name) not in allowed:
+                problems.append(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.mask_block_size is not None and (
+                not isinstance(self.mask_block_size, (tuple, list)) or
+                not all(isinstance(b, int) and b >= 1 for b in self.mask_block_size)):
+            problems.append(f"mask_block_size must be null or a list of positive integers, "
+                            f"got {self.mask_block_size!r}")
+        if self.unlabeled_batch_size is not None and not (
+                isinstance(self.unlabeled_batch_size, int) and self.unlabeled_batch_size >= 1):
+            problems.append(f"unlabeled_batch_size must be null or a positive integer, "
+                            f"got {self.unlabeled_batch_size!r}")
+        if problems:
+            raise ConfigError("invalid MICD configuration: " + "; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "MICDConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown MICD configuration key(s) {unknown}; known keys: {sorted(known)}")
+        if values.get("mask_block_size") is not None and isinstance(values["mask_block_size"], list):
+            values = {**values, "mask_block_size": tuple(values["mask_block_size"])}
+        return cls(**values)
+
+    @classmethod
+    def from_environment(cls, **overrides) -> "MICDConfig":
+        """Defaults, then ``overrides`` (what a trainer variant fixes), then the file in MICD_CONFIG."""
+        values = dict(overrides)
+        path = os.environ.get("MICD_CONFIG")
+        if path:
+            try:
+                with open(path) as f:
+                    from_file = json.load(f)
+            except (OSError, json.JSONDecodeError) as e:
+                raise ConfigError(f"MICD_CONFIG={path} cannot be read: {e}") from e
+            if not isinstance(from_file, dict):
+                raise ConfigError(f"MICD_CONFIG={path} must hold a JSON object")
+            values.update(from_file)
+        return cls.from_dict(values)
+
+    def to_dict(self) -> dict:
+        values = asdict(self)
+        if values["mask_block_size"] is not None:
+            values["mask_block_size"] = list(values["mask_block_size"])
+        return values
+
+
+def _positive_int_from_environment(name: str, default: Optional[int], minimum: int = 1) -> Optional[int]:
+    text = os.environ.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {text!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class TrainingBudget:
+    """How long a run trains; equal budgets make a baseline and MICD comparable. Defaults are nnU-Net's."""
+    num_epochs: int = 1000
+    iterations_per_epoch: int = 250
+    val_iterations: int = 50
+    #: write checkpoint_latest.pth every this many epochs (nnU-Net writes it every 50)
+    save_every: int = 1
+    seed: Optional[int] = None
+
+    @classmethod
+    def from_environment(cls) -> "TrainingBudget":
+        default = cls()
+        return cls(
+            num_epochs=_positive_int_from_environment("MICD_NUM_EPOCHS", default.num_epochs),
+            iterations_per_epoch=_positive_int_from_environment("MICD_ITERS_PER_EPOCH",
+                                                                default.iterations_per_epoch),
+            val_iterations=_positive_int_from_environment("MICD_VAL_ITERS", default.val_iterations),
+            save_every=_positive_int_from_environment("MICD_SAVE_EVERY", default.save_every),
+            seed=_positive_int_from_environment("MICD_SEED", None, minimum=0),
+        )
+
+    @property
+    def total_steps(self) -> int:
+        return self.num_epochs * self.iterations_per_epoch
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,43 @@
+"""Plain nnU-Net on the labeled cases, with the same budget variables as the MICD trainers.
+
+A baseline is only fair at an equal budget, and nnUNetv2_train takes no extra flags, so the budget comes from
+the environment (see :class:`nnunetv2_micd.method.config.TrainingBudget`).
+"""
+import random
+
+import numpy as np
+import torch
+from batchgenerators.utilities.file_and_folder_operations import join, save_json
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnunetv2_micd.method.config import TrainingBudget
+
+EFFECTIVE_CONFIG_FILE = "micd_config.json"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class nnUNetTrainerBudget(nnUNetTrainer):
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.budget = TrainingBudget.from_environment()
+        self.num_epochs = self.budget.num_epochs
+        self.num_iterations_per_epoch = self.budget.iterations_per_epoch
+        self.num_val_iterations_per_epoch = self.budget.val_iterations
+        self.save_every = self.budget.save_every
+        if self.budget.seed is not None:
+            seed_everything(self.budget.seed)
+
+    def effective_config(self) -> dict:
+        """What this run was configured with; written next to the checkpoints."""
+        return {"trainer": self.__class__.__name__, "budget": self.budget.to_dict()}
+
+    def on_train_start(self):
+        super().on_train_start()
+        if self.local_rank == 0:
+            save_json(self.effective_config(), join(self.output_folder, EFFECTIVE_CONFIG_FILE), sort_keys=False)
