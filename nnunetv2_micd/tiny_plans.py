@@ -16,11 +16,10 @@ PER_STAGE_KEYS = ("kernel_sizes", "strides", "n_conv_per_stage", "n_blocks_per_s
 
 
 def shrink_architecture(arch_kwargs: dict, features: Sequence[int]) -> dict:
-    """Returns arch kwargs with the given features per stage, dropping the deepest stages if fewer are given."""
-    planned_stages = arch_kwargs["n_stages"]
-    num_stages = len(features)
-    if num_stages > planned_stages:
-        raise ValueError(f"{num_stages} feature sizes given but the plans have only {planned_stages} stages")
+    """Returns arch kwargs with the given features per stage. Fewer features than planned stages drop the deepest
+    stages; more are cut to the planned stages (small images get shallow plans)."""
+    num_stages = min(len(features), arch_kwargs["n_stages"])
+    features = features[:num_stages]
     if num_stages < 2:
         raise ValueError("a U-Net needs at least 2 stages")
     shrunk = deepcopy(arch_kwargs)
