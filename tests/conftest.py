@@ -29,6 +29,13 @@ def run(command, **kwargs):
     return result
 
 
+@pytest.fixture(scope="session")
+def trainer_environment(nnunet_folders):
+    """What nnUNetv2_train needs to find our trainers, with augmentation in the main process."""
+    from nnunetv2_micd.cli import trainer_path
+    return {**os.environ, "nnUNet_extTrainer": trainer_path(), "nnUNet_n_proc_DA": "0"}
+
+
 def micd(*args, **kwargs):
     return run([sys.executable, "-m", "nnunetv2_micd.cli", *map(str, args)], **kwargs)
 
@@ -56,8 +63,8 @@ def synthetic_dataset(nnunet_folders):
     from nnunetv2_micd.dataset.synthetic import SyntheticSpec, write_synthetic_dataset
     raw = nnunet_folders["nnUNet_raw"] / SYNTHETIC_NAME
     write_synthetic_dataset(str(raw), SyntheticSpec(num_labeled=6, num_unlabeled=6, num_test=3, shape=(40, 40, 40)))
-    run(["nnUNetv2_plan_and_preprocess", "-d", str(SYNTHETIC_ID), "-c", "3d_fullres", "-np", "2"])
+    run(["nnUNetv2_plan_and_preprocess", "-d", str(SYNTHETIC_ID), "-c", "3d_fullres", "2d", "-np", "2"])
     micd("tiny-plans", "-d", SYNTHETIC_ID)
-    micd("preprocess-unlabeled", "-d", SYNTHETIC_ID, "-c", "3d_fullres", "-np", "2")
+    micd("preprocess-unlabeled", "-d", SYNTHETIC_ID, "-c", "3d_fullres", "2d", "-np", "2")
     return {"id": SYNTHETIC_ID, "name": SYNTHETIC_NAME, "raw": raw,
             "preprocessed": nnunet_folders["nnUNet_preprocessed"] / SYNTHETIC_NAME}

@@ -1,0 +1,112 @@
+"""nnUNetTrainerMICD through nnU-Net's own commands: train, get killed, resume, predict, evaluate."""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from batchgenerators.utilities.file_and_folder_operations import load_json
+
+from nnunetv2_micd.method.rampup import gaussian_rampup
+from tests.conftest import run
+
+EPOCHS, ITERATIONS = 4, 8
+PLANS = "nnUNetPlans_tiny"
+
+
+def _budget(environment, **extra):
+    return {**environment, "MICD_NUM_EPOCHS": str(EPOCHS), "MICD_ITERS_PER_EPOCH": str(ITERATIONS),
+            "MICD_VAL_ITERS": "2", "MICD_SEED": "1", **extra}
+
+
+def _train_command(dataset, trainer="nnUNetTrainerMICD", *extra):
+    return ["nnUNetv2_train", str(dataset["id"]), "3d_fullres", "0", "-tr", trainer, "-p", PLANS, "-device", "cpu",
+            *extra]
+
+
+@pytest.fixture(scope="module")
+def interrupted_and_resumed(synthetic_dataset, trainer_environment, nnunet_folders, tmp_path_factory):
+    """Trains MICD, kills nnUNetv2_train with SIGKILL after its first checkpoint, and resumes it with --c."""
+    environment = _budget(trainer_environment)
+    output = nnunet_folders["nnUNet_results"] / synthetic_dataset["name"] / \
+        f"nnUNetTrainerMICD__{PLANS}__3d_fullres" / "fold_0"
+    process = subprocess.Popen(_train_command(synthetic_dataset), env=environment, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (output / "checkpoint_latest.pth").exists():
+        if process.poll() is not None:
+            pytest.fail(f"training ended before its first checkpoint:\n{process.stderr.read()[-3000:]}")
+        assert time.time() < deadline, "no checkpoint_latest.pth after 300 s"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (output / "checkpoint_final.pth").exists(), "training finished before it could be interrupted"
+    snapshot = tmp_path_factory.mktemp("interrupted") / "checkpoint_latest.pth"
+    shutil.copy(output / "checkpoint_latest.pth", snapshot)
+    logs_before = set(output.glob("training_log_*.txt"))
+    time.sleep(1)  # nnU-Net names log files by the second
+
+    run(_train_command(synthetic_dataset, "nnUNetTrainerMICD", "--c"), env=environment)
+    resumed_log, = set(output.glob("training_log_*.txt")) - logs_before
+    return {"output": output, "snapshot": snapshot, "resumed_log": resumed_log.read_text(),
+            "environment": environment}
+
+
+def test_resume_continues_epochs_steps_rampup_and_teachers(interrupted_and_resumed):
+    saved = torch.load(interrupted_and_resumed["snapshot"], weights_only=False)
+    resumed_from_epoch = saved["current_epoch"]
+    assert saved["micd"]["optimizer_step"] == resumed_from_epoch * ITERATIONS
+    log = interrupted_and_resumed["resumed_log"]
+    assert re.search(rf": Epoch {resumed_from_epoch} *$", log, re.M) and not re.search(r": Epoch 0 *$", log, re.M)
+
+    final = torch.load(interrupted_and_resumed["output"] / "checkpoint_final.pth", weights_only=False)
+    assert final["micd"]["optimizer_step"] == EPOCHS * ITERATIONS
+    config = final["micd"]["config"]["method"]
+    rampup_steps = round(config["rampup_fraction"] * EPOCHS * ITERATIONS)
+    expected = [gaussian_rampup((e + 1) * ITERATIONS, rampup_steps, config["lambda_max"]) for e in range(EPOCHS)]
+    assert final["logging"]["unsupervised_weight"] == pytest.approx(expected)
+    # the teachers were restored, not re-created from the students, so they stayed EMAs of the students
+    teacher, student = final["micd"]["teachers"][0], final["micd"]["students"][0]
+    assert any(not torch.equal(teacher[k], student[k]) for k in student if student[k].is_floating_point())
+
+
+def test_output_folder_has_nnunet_files_and_micd_monitoring(interrupted_and_resumed):
+    output = interrupted_and_resumed["output"]
+    for name in ("checkpoint_final.pth", "checkpoint_best.pth", "progress.png", "progress_micd.png",
+                 "micd_config.json", "validation/summary.json"):
+        assert (output / name).is_file(), name
+    effective = load_json(output / "micd_config.json")
+    assert effective["budget"]["iterations_per_epoch"] == ITERATIONS
+    assert effective["method"]["inference_mode"] == "ensemble"
+    logged = torch.load(output / "checkpoint_final.pth", weights_only=False)["logging"]
+    for key in ("loss_sup", "loss_mcpc", "loss_cfc", "loss_cmd", "disagreement"):
+        assert len(logged[key]) == EPOCHS and all(v == v for v in logged[key]), key  # one finite value per epoch
+
+
+def test_resume_with_another_configuration_is_refused(interrupted_and_resumed, synthetic_dataset, tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text('{"lambda_max": 0.5}')
+    environment = {**interrupted_and_resumed["environment"], "MICD_CONFIG": str(config)}
+    result = subprocess.run(_train_command(synthetic_dataset, "nnUNetTrainerMICD", "--c"), env=environment,
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "started with another configuration" in result.stderr and "lambda_max: 0.1 -> 0.5" in result.stderr
+
+
+def test_predict_and_evaluate_with_nnunet_commands(interrupted_and_resumed, synthetic_dataset, tmp_path):
+    environment = interrupted_and_resumed["environment"]
+    predictions = tmp_path / "predictions"
+    run(["nnUNetv2_predict", "-i", str(synthetic_dataset["raw"] / "imagesTs"), "-o", str(predictions),
+         "-d", str(synthetic_dataset["id"]), "-c", "3d_fullres", "-f", "0", "-tr", "nnUNetTrainerMICD",
+         "-p", PLANS, "-device", "cpu", "-npp", "1", "-nps", "1"], env=environment)
+    run(["nnUNetv2_evaluate_folder", str(synthetic_dataset["raw"] / "labelsTs"), str(predictions),
+         "-djfile", str(synthetic_dataset["preprocessed"] / "dataset.json"),
+         "-pfile", str(synthetic_dataset["preprocessed"] / f"{PLANS}.json"), "-np", "1"], env=environment)
+    summary = load_json(predictions / "summary.json")
+    assert len(summary["metric_per_case"]) == len(os.listdir(synthetic_dataset["raw"] / "labelsTs"))
+    # chance level: a random labelling gives each class a Dice of about its volume fraction (< 0.05 here)
+    assert summary["mean"]["1"]["Dice"] > 0.3
+    assert summary["foreground_mean"]["Dice"] > 0.15
