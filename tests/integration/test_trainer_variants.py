@@ -1,0 +1,128 @@
+"""Every trainer takes real training steps in-process on the session's dataset (fast: no nnUNetv2_train start-up)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+from nnunetv2.run.run_training import get_trainer_from_args
+
+from nnunetv2_micd.method.config import ConfigError
+from nnunetv2_micd.method.networks import DualBranchNetwork
+
+PLANS = "nnUNetPlans_tiny"
+
+
+@pytest.fixture
+def environment(synthetic_dataset, trainer_environment, monkeypatch):
+    for key in ("nnUNet_extTrainer", "nnUNet_n_proc_DA"):
+        monkeypatch.setenv(key, trainer_environment[key])
+    for key, value in {"MICD_NUM_EPOCHS": "2", "MICD_ITERS_PER_EPOCH": "2", "MICD_VAL_ITERS": "1",
+                       "MICD_SEED": "3"}.items():
+        monkeypatch.setenv(key, value)
+    return synthetic_dataset
+
+
+def _trainer(dataset, name, configuration="3d_fullres"):
+    return get_trainer_from_args(str(dataset["id"]), configuration, "all", name, PLANS, device=torch.device("cpu"))
+
+
+def _one_step(trainer):
+    trainer.on_train_start()
+    try:
+        return trainer.train_step(next(trainer.dataloader_train))
+    finally:
+        trainer.on_train_end()
+
+
+def _parameters(module):
+    return [p.detach().clone() for p in module.parameters()]
+
+
+@pytest.mark.parametrize("name, absent_term", [
+    ("nnUNetTrainerMICD", None),
+    ("nnUNetTrainerMICD_noMCPC", "loss_mcpc"),
+    ("nnUNetTrainerMICD_noCFC", "loss_cfc"),
+    ("nnUNetTrainerMICD_noCMD", "loss_cmd"),
+    ("nnUNetTrainerMICD_noMask", None),
+    ("nnUNetTrainerMICD_homogeneous", None),
+])
+def test_micd_trainers_take_a_step(environment, name, absent_term):
+    trainer = _trainer(environment, name)
+    trainer.initialize()
+    teachers_before = [_parameters(t) for t in trainer.teachers]
+    students_before = [_parameters(s) for s in trainer.dual_network.branches]
+    outputs = _one_step(trainer)
+
+    assert np.isfinite(outputs["loss"]) and outputs["loss_sup"] > 0
+    terms = {"loss_mcpc", "loss_cfc", "loss_cmd"}
+    assert terms - set(outputs) == ({absent_term} if absent_term else set())
+    assert trainer.optimizer_step == 1
+    for teacher, before, student, student_before in zip(trainer.teachers, teachers_before,
+                                                        trainer.dual_network.branches, students_before):
+        assert all(not p.requires_grad for p in teacher.parameters())
+        moved = [t - b for t, b in zip(teacher.parameters(), before)]
+        student_moved = [s - b for s, b in zip(student.parameters(), student_before)]
+        # the teacher moved exactly 1 - decay of the way towards the updated student
+        for m, s in zip(moved, student_moved):
+            torch.testing.assert_close(m, (1 - trainer.micd_config.ema_decay) * s)
+    branch_types = [type(b).__name__ for b in trainer.dual_network.branches]
+    expected_b = "PlainConvUNet" if name.endswith("homogeneous") else "ResidualEncoderUNet"
+    assert branch_types == ["PlainConvUNet", expected_b]
+
+
+def test_budget_trainer_honours_the_budget(environment):
+    trainer = _trainer(environment, "nnUNetTrainerBudget")
+    assert (trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch) == (2, 2, 1)
+    assert np.isfinite(_one_step(trainer)["loss"])
+
+
+def test_micd_trains_a_2d_configuration(environment):
+    trainer = _trainer(environment, "nnUNetTrainerMICD", "2d")
+    outputs = _one_step(trainer)
+    assert np.isfinite(outputs["loss"]) and "loss_mcpc" in outputs
+
+
+@pytest.mark.parametrize("mode", ["student_a", "teachers"])
+def test_nnunet_predictor_uses_the_configured_inference_weights(environment, tmp_path, monkeypatch, mode):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"inference_mode": mode}))
+    monkeypatch.setenv("MICD_CONFIG", str(config))
+    trainer = _trainer(environment, "nnUNetTrainerMICD")
+    _one_step(trainer)  # writes checkpoint_final.pth
+
+    predictor = nnUNetPredictor(device=torch.device("cpu"), perform_everything_on_device=False)
+    predictor.initialize_from_trained_model_folder(trainer.output_folder_base, use_folds=("all",),
+                                                   checkpoint_name="checkpoint_final.pth")
+    network = predictor.network
+    network.load_state_dict(predictor.list_of_parameters[0])
+    assert isinstance(network, DualBranchNetwork)
+    expected = trainer.teachers if mode == "teachers" else trainer.dual_network.branches
+    for loaded, source in zip(network.branches, expected):
+        for (key, value), (_, reference) in zip(loaded.state_dict().items(), source.state_dict().items()):
+            torch.testing.assert_close(value, reference, msg=key)
+    x = torch.randn(1, 1, *trainer.configuration_manager.patch_size)
+    with torch.no_grad():
+        network.eval()
+        both = (network.branch_a(x) + network.branch_b(x)) / 2
+        torch.testing.assert_close(network(x), network.branch_a(x) if mode == "student_a" else both)
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"lamda_max": 1}', "unknown MICD configuration key"),
+    ('{"mask_ratio": 1.5}', r"mask_ratio must be in \[0, 1\]"),
+    ('{"cmd_mode": "mine"}', "cmd_mode must be one of"),
+    ("not json", "cannot be read"),
+])
+def test_bad_configuration_stops_before_training(environment, tmp_path, monkeypatch, content, message):
+    config = tmp_path / "config.json"
+    config.write_text(content)
+    monkeypatch.setenv("MICD_CONFIG", str(config))
+    with pytest.raises(ConfigError, match=message):
+        _trainer(environment, "nnUNetTrainerMICD")
+
+
+def test_bad_budget_stops_before_training(environment, monkeypatch):
+    monkeypatch.setenv("MICD_ITERS_PER_EPOCH", "0")
+    with pytest.raises(ConfigError, match="MICD_ITERS_PER_EPOCH must be >= 1"):
+        _trainer(environment, "nnUNetTrainerBudget")
