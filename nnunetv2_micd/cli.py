@@ -31,6 +31,11 @@ def _cmd_tiny_plans(args) -> None:
     print(write_tiny_plans(args.d, args.p, args.o, features, args.batch_size))
 
 
+def _cmd_export_plain(args) -> None:
+    from nnunetv2_micd.export import export_plain
+    print(export_plain(args.i, args.o, args.f))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="micd", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -63,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", default="8,16,32,64", help="features per stage (default: 8,16,32,64)")
     p.add_argument("--batch-size", type=int, default=2, help="batch size (default: 2)")
     p.set_defaults(func=_cmd_tiny_plans)
+
+    p = commands.add_parser("export-plain",
+                            help="write student A as a plain nnUNetTrainer model folder (no micd needed to predict)")
+    p.add_argument("-i", required=True, help="MICD model folder (nnUNet_results/<dataset>/<trainer>__<plans>__<config>)")
+    p.add_argument("-o", required=True, help="output model folder (use with nnUNetv2_predict_from_modelfolder)")
+    p.add_argument("-f", nargs="+", default=None, help="folds to export (default: all found)")
+    p.set_defaults(func=_cmd_export_plain)
     return parser
 
 

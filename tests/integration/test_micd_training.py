@@ -110,3 +110,19 @@ def test_predict_and_evaluate_with_nnunet_commands(interrupted_and_resumed, synt
     # chance level: a random labelling gives each class a Dice of about its volume fraction (< 0.05 here)
     assert summary["mean"]["1"]["Dice"] > 0.3
     assert summary["foreground_mean"]["Dice"] > 0.15
+
+
+def test_exported_student_a_predicts_with_plain_nnunet(interrupted_and_resumed, synthetic_dataset, tmp_path):
+    from tests.conftest import micd
+    plain_model = tmp_path / "plain_model"
+    micd("export-plain", "-i", interrupted_and_resumed["output"].parent, "-o", plain_model)
+    checkpoint = torch.load(plain_model / "fold_0" / "checkpoint_final.pth", weights_only=False)
+    assert checkpoint["trainer_name"] == "nnUNetTrainer" and "micd" not in checkpoint
+
+    plain_environment = {k: v for k, v in interrupted_and_resumed["environment"].items() if k != "nnUNet_extTrainer"}
+    predictions = tmp_path / "predictions"
+    run(["nnUNetv2_predict_from_modelfolder", "-i", str(synthetic_dataset["raw"] / "imagesTs"),
+         "-o", str(predictions), "-m", str(plain_model), "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1"],
+        env=plain_environment)
+    assert sorted(p.name for p in predictions.glob("*.nii.gz")) == \
+        sorted(p.name for p in (synthetic_dataset["raw"] / "labelsTs").iterdir())
