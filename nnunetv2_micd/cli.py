@@ -36,6 +36,11 @@ def _cmd_export_plain(args) -> None:
     print(export_plain(args.i, args.o, args.f))
 
 
+def _cmd_demo(args) -> None:
+    from nnunetv2_micd.demo import DemoSettings, run_demo
+    run_demo(DemoSettings(work_folder=args.o, epochs=args.epochs, iterations_per_epoch=args.iterations))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="micd", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -75,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", required=True, help="output model folder (use with nnUNetv2_predict_from_modelfolder)")
     p.add_argument("-f", nargs="+", default=None, help="folds to export (default: all found)")
     p.set_defaults(func=_cmd_export_plain)
+
+    p = commands.add_parser("demo", help="MICD against plain nnU-Net on a built-in synthetic dataset, end to end")
+    p.add_argument("-o", default="micd_demo", help="work folder (default: ./micd_demo)")
+    p.add_argument("--epochs", type=int, default=10, help="epochs per trainer (default: 10)")
+    p.add_argument("--iterations", type=int, default=50, help="steps per epoch (default: 50)")
+    p.set_defaults(func=_cmd_demo)
     return parser
 
 

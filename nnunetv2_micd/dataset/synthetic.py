@@ -40,7 +40,7 @@ def synthetic_case(shape: Tuple[int, int, int], rng: np.random.Generator) -> Tup
     image = np.where(body, 1.0, 0.0).astype(np.float32)
 
     # structures: (label, radius as a fraction of the volume, intensity relative to tissue)
-    structures = ((LABELS["large"], 0.17, 2.0), (LABELS["medium"], 0.10, 0.45), (LABELS["small"], 0.05, 1.6))
+    structures = ((LABELS["large"], 0.17, 2.0), (LABELS["medium"], 0.10, 0.45), (LABELS["small"], 0.065, 1.6))
     for value, radius_fraction, intensity in structures:
         radii = shape_arr * radius_fraction * rng.uniform(0.8, 1.25, 3)
         for _ in range(100):  # place inside the body without overlapping earlier structures

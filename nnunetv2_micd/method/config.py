@@ -83,20 +83,24 @@ class MICDConfig:
         return cls(**values)
 
     @classmethod
-    def from_environment(cls, **overrides) -> "MICDConfig":
-        """Defaults, then ``overrides`` (what a trainer variant fixes), then the file in MICD_CONFIG."""
-        values = dict(overrides)
+    def from_environment(cls, **fixed) -> "MICDConfig":
+        """Defaults, updated by the JSON file in MICD_CONFIG; ``fixed`` are the fields a trainer variant sets,
+        which the file may not change."""
+        values = {}
         path = os.environ.get("MICD_CONFIG")
         if path:
             try:
                 with open(path) as f:
-                    from_file = json.load(f)
+                    values = json.load(f)
             except (OSError, json.JSONDecodeError) as e:
                 raise ConfigError(f"MICD_CONFIG={path} cannot be read: {e}") from e
-            if not isinstance(from_file, dict):
+            if not isinstance(values, dict):
                 raise ConfigError(f"MICD_CONFIG={path} must hold a JSON object")
-            values.update(from_file)
-        return cls.from_dict(values)
+        conflicts = sorted(k for k in fixed if k in values and values[k] != fixed[k])
+        if conflicts:
+            raise ConfigError(f"MICD_CONFIG={path} sets {conflicts}, which this trainer fixes to "
+                              f"{ {k: fixed[k] for k in conflicts} }")
+        return cls.from_dict({**values, **fixed})
 
     def to_dict(self) -> dict:
         values = asdict(self)

@@ -1,0 +1,148 @@
+"""``micd demo``: the whole pipeline on a built-in synthetic dataset, MICD against plain nnU-Net at equal budget.
+
+Everything runs through nnU-Net's own commands, in nnU-Net folders inside the demo's work folder (the user's
+nnUNet_raw, nnUNet_preprocessed and nnUNet_results are not touched).
+"""
+import os
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Dict, List
+
+import torch
+from batchgenerators.utilities.file_and_folder_operations import join, load_json, maybe_mkdir_p
+
+from nnunetv2_micd.dataset.synthetic import LABELS, SyntheticSpec, write_synthetic_dataset
+
+DATASET_ID = 999
+DATASET_NAME = f"Dataset{DATASET_ID}_MICDDemo"
+TRAINERS = ("nnUNetTrainerBudget", "nnUNetTrainerMICD")
+PLANS = "nnUNetPlans_tiny"
+# lines of nnU-Net's output that show how a training run progresses
+PROGRESS_MARKERS = ("Epoch ", "train_loss", "Pseudo dice", "Epoch time", "Mean Validation Dice")
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    work_folder: str = "micd_demo"
+    epochs: int = 10
+    iterations_per_epoch: int = 50
+    seed: int = 0
+    dataset: SyntheticSpec = SyntheticSpec()
+
+
+class Demo:
+    def __init__(self, settings: DemoSettings):
+        self.settings = settings
+        self.started = time.time()
+        root = os.path.abspath(settings.work_folder)
+        self.folders = {key: join(root, key) for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+        self.predictions = join(root, "predictions")
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        from nnunetv2_micd.cli import trainer_path
+        self.environment = {**os.environ, **self.folders, "nnUNet_extTrainer": trainer_path(),
+                            "MICD_NUM_EPOCHS": str(settings.epochs),
+                            "MICD_ITERS_PER_EPOCH": str(settings.iterations_per_epoch),
+                            "MICD_VAL_ITERS": "5", "MICD_SEED": str(settings.seed)}
+        self.environment.setdefault("nnUNet_def_n_proc", "2")
+        self.environment["PYTHONUNBUFFERED"] = "1"  # progress lines as they happen
+        self.environment.pop("MICD_CONFIG", None)  # the demo shows the defaults
+
+    def say(self, message: str) -> None:
+        minutes, seconds = divmod(int(time.time() - self.started), 60)
+        print(f"[micd demo {minutes:02d}:{seconds:02d}] {message}", flush=True)
+
+    def run(self, command: List[str], show_progress: bool = False) -> None:
+        """Runs an nnU-Net command; shows its progress lines, and its last lines if it fails."""
+        recent = deque(maxlen=40)
+        with subprocess.Popen(command, env=self.environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) as process:
+            for line in process.stdout:
+                recent.append(line)
+                if show_progress and any(marker in line for marker in PROGRESS_MARKERS):
+                    print("    " + line.rstrip(), flush=True)
+        if process.returncode != 0:
+            sys.stdout.writelines(recent)
+            raise RuntimeError(f"{' '.join(command)} failed with exit code {process.returncode}")
+
+    def prepare_dataset(self) -> None:
+        for folder in self.folders.values():
+            maybe_mkdir_p(folder)
+        raw = join(self.folders["nnUNet_raw"], DATASET_NAME)
+        spec = self.settings.dataset
+        if not os.path.isdir(raw):
+            self.say(f"writing the synthetic dataset: {spec.num_labeled} labeled, {spec.num_unlabeled} unlabeled, "
+                     f"{spec.num_test} test volumes of {spec.shape}")
+            write_synthetic_dataset(raw, spec)
+        self.say("nnUNetv2_plan_and_preprocess")
+        self.run(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "3d_fullres", "-np", "2"])
+        self.say("micd tiny-plans and micd preprocess-unlabeled")
+        self.run([sys.executable, "-m", "nnunetv2_micd.cli", "tiny-plans", "-d", str(DATASET_ID)])
+        self.run([sys.executable, "-m", "nnunetv2_micd.cli", "preprocess-unlabeled", "-d", str(DATASET_ID),
+                  "-c", "3d_fullres", "-np", "2"])
+
+    def train_predict_evaluate(self, trainer: str) -> Dict:
+        settings = self.settings
+        self.say(f"nnUNetv2_train {trainer}: {settings.epochs} epochs x {settings.iterations_per_epoch} steps "
+                 f"on {self.device}")
+        self.run(["nnUNetv2_train", str(DATASET_ID), "3d_fullres", "all", "-tr", trainer, "-p", PLANS,
+                  "-device", self.device], show_progress=True)
+        raw = join(self.folders["nnUNet_raw"], DATASET_NAME)
+        output = join(self.predictions, trainer)
+        self.say(f"nnUNetv2_predict and nnUNetv2_evaluate_folder ({trainer})")
+        self.run(["nnUNetv2_predict", "-i", join(raw, "imagesTs"), "-o", output, "-d", str(DATASET_ID),
+                  "-c", "3d_fullres", "-f", "all", "-tr", trainer, "-p", PLANS, "-device", self.device,
+                  "-npp", "1", "-nps", "1"])
+        preprocessed = join(self.folders["nnUNet_preprocessed"], DATASET_NAME)
+        self.run(["nnUNetv2_evaluate_folder", join(raw, "labelsTs"), output, "-djfile",
+                  join(preprocessed, "dataset.json"), "-pfile", join(preprocessed, PLANS + ".json"), "-np", "2"])
+        return load_json(join(output, "summary.json"))
+
+
+def dice_table(summaries: Dict[str, Dict]) -> str:
+    """Markdown table of the test Dice per class and averaged over the foreground classes."""
+    classes = [(name, str(value)) for name, value in LABELS.items() if value > 0]
+    header = "| trainer | " + " | ".join(name for name, _ in classes) + " | mean |"
+    rows = [header, "|---" * (len(classes) + 2) + "|"]
+    for trainer, summary in summaries.items():
+        values = [summary["mean"][key]["Dice"] for _, key in classes] + [summary["foreground_mean"]["Dice"]]
+        rows.append(f"| {trainer} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
+    return "\n".join(rows)
+
+
+def plot_dice(summaries: Dict[str, Dict], filename: str) -> None:
+    import matplotlib
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+    classes = [(name, str(value)) for name, value in LABELS.items() if value > 0]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / len(summaries)
+    for i, (trainer, summary) in enumerate(summaries.items()):
+        positions = [c + i * width for c in range(len(classes))]
+        ax.bar(positions, [summary["mean"][key]["Dice"] for _, key in classes], width, label=trainer)
+    ax.set_xticks([c + width * (len(summaries) - 1) / 2 for c in range(len(classes))])
+    ax.set_xticklabels([name for name, _ in classes])
+    ax.set_ylabel("test Dice")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(filename)
+    plt.close(fig)
+
+
+def run_demo(settings: DemoSettings = DemoSettings()) -> Dict[str, Dict]:
+    demo = Demo(settings)
+    demo.prepare_dataset()
+    summaries = {trainer: demo.train_predict_evaluate(trainer) for trainer in TRAINERS}
+    table = dice_table(summaries)
+    figure = join(os.path.abspath(settings.work_folder), "demo_dice.png")
+    plot_dice(summaries, figure)
+    with open(join(os.path.abspath(settings.work_folder), "demo_results.md"), "w") as f:
+        f.write(f"Test Dice on {settings.dataset.num_test} synthetic volumes, {settings.dataset.num_labeled} "
+                f"labeled and {settings.dataset.num_unlabeled} unlabeled training volumes, "
+                f"{settings.epochs * settings.iterations_per_epoch} steps each:\n\n{table}\n")
+    demo.say("done")
+    print("\n" + table + f"\n\nplot: {figure}\n")
+    return summaries

@@ -1,0 +1,55 @@
+import json
+
+import pytest
+
+from nnunetv2_micd.method.config import ConfigError, MICDConfig, TrainingBudget
+
+
+def test_defaults_are_valid_and_round_trip():
+    config = MICDConfig()
+    assert MICDConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"lambda_max": -1}, "lambda_max must be >= 0"),
+    ({"ema_decay": 1.5}, r"ema_decay must be in \[0, 1\]"),
+    ({"inference_mode": "best"}, "inference_mode must be one of"),
+    ({"mask_block_size": [4, 0, 4]}, "mask_block_size must be null or a list of positive integers"),
+    ({"unlabeled_batch_size": 0}, "unlabeled_batch_size must be null or a positive integer"),
+    ({"lambda": 1}, r"unknown MICD configuration key\(s\) \['lambda'\]"),
+])
+def test_bad_values_are_named(values, message):
+    with pytest.raises(ConfigError, match=message):
+        MICDConfig.from_dict(values)
+
+
+def test_file_in_environment_overrides_defaults(tmp_path, monkeypatch):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"lambda_max": 0.5, "mask_block_size": [8, 8, 8]}))
+    monkeypatch.setenv("MICD_CONFIG", str(path))
+    config = MICDConfig.from_environment()
+    assert config.lambda_max == 0.5 and config.mask_block_size == (8, 8, 8) and config.ema_decay == 0.99
+
+
+def test_a_variant_fixed_field_cannot_be_changed_by_the_file(tmp_path, monkeypatch):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"weight_mcpc": 1.0}))
+    monkeypatch.setenv("MICD_CONFIG", str(path))
+    with pytest.raises(ConfigError, match="which this trainer fixes"):
+        MICDConfig.from_environment(weight_mcpc=0.0)
+    monkeypatch.delenv("MICD_CONFIG")
+    assert MICDConfig.from_environment(weight_mcpc=0.0).weight_mcpc == 0.0
+
+
+def test_budget_from_environment(monkeypatch):
+    for key in ("MICD_NUM_EPOCHS", "MICD_ITERS_PER_EPOCH", "MICD_VAL_ITERS", "MICD_SAVE_EVERY", "MICD_SEED"):
+        monkeypatch.delenv(key, raising=False)
+    assert TrainingBudget.from_environment() == TrainingBudget()
+    monkeypatch.setenv("MICD_NUM_EPOCHS", "3")
+    monkeypatch.setenv("MICD_ITERS_PER_EPOCH", "7")
+    monkeypatch.setenv("MICD_SEED", "0")
+    budget = TrainingBudget.from_environment()
+    assert (budget.num_epochs, budget.total_steps, budget.seed) == (3, 21, 0)
+    monkeypatch.setenv("MICD_VAL_ITERS", "many")
+    with pytest.raises(ConfigError, match="MICD_VAL_ITERS must be an integer"):
+        TrainingBudget.from_environment()

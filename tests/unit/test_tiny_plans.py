@@ -1,0 +1,33 @@
+import pytest
+
+from nnunetv2_micd.tiny_plans import make_tiny_plans, shrink_architecture
+
+ARCH = {"n_stages": 5, "features_per_stage": [32, 64, 128, 256, 320], "kernel_sizes": [[3, 3, 3]] * 5,
+        "strides": [[1, 1, 1]] + [[2, 2, 2]] * 4, "n_conv_per_stage": [2] * 5, "n_conv_per_stage_decoder": [2] * 4}
+
+
+def test_fewer_features_drop_the_deepest_stages():
+    tiny = shrink_architecture(ARCH, [8, 16, 32])
+    assert tiny["n_stages"] == 3 and tiny["features_per_stage"] == [8, 16, 32]
+    assert tiny["strides"] == ARCH["strides"][:3] and tiny["n_conv_per_stage_decoder"] == [2, 2]
+    assert ARCH["n_stages"] == 5  # the source is not modified
+
+
+def test_more_features_than_stages_are_cut_to_the_plans():
+    tiny = shrink_architecture({**ARCH, "n_stages": 3}, [8, 16, 32, 64])
+    assert tiny["features_per_stage"] == [8, 16, 32]
+
+
+def test_plans_keep_data_identifier_and_get_new_name_and_batch_size():
+    plans = {"plans_name": "nnUNetPlans", "configurations": {
+        "3d_fullres": {"data_identifier": "nnUNetPlans_3d_fullres", "batch_size": 2,
+                       "architecture": {"arch_kwargs": ARCH}},
+        "3d_cascade_fullres": {"inherits_from": "3d_fullres"}}}
+    tiny = make_tiny_plans(plans, "nnUNetPlans_tiny", [8, 16, 32, 64], batch_size=4)
+    configuration = tiny["configurations"]["3d_fullres"]
+    assert tiny["plans_name"] == "nnUNetPlans_tiny"
+    assert configuration["data_identifier"] == "nnUNetPlans_3d_fullres" and configuration["batch_size"] == 4
+    assert configuration["architecture"]["arch_kwargs"]["features_per_stage"] == [8, 16, 32, 64]
+    assert tiny["configurations"]["3d_cascade_fullres"] == {"inherits_from": "3d_fullres"}
+    with pytest.raises(ValueError, match="batch size"):
+        make_tiny_plans(plans, "x", batch_size=0)
