@@ -27,7 +27,7 @@ PROGRESS_MARKERS = ("Epoch ", "train_loss", "Pseudo dice", "Epoch time", "Mean V
 @dataclass(frozen=True)
 class DemoSettings:
     work_folder: str = "micd_demo"
-    epochs: int = 10
+    epochs: int = 12
     iterations_per_epoch: int = 50
     seed: int = 0
     dataset: SyntheticSpec = SyntheticSpec()

@@ -22,7 +22,7 @@ class SyntheticSpec:
     num_labeled: int = 6
     num_unlabeled: int = 24
     num_test: int = 8
-    shape: Tuple[int, int, int] = (40, 40, 40)
+    shape: Tuple[int, int, int] = (32, 32, 32)
     spacing: Tuple[float, float, float] = (1.0, 1.0, 1.0)
     seed: int = 0
 
@@ -40,7 +40,7 @@ def synthetic_case(shape: Tuple[int, int, int], rng: np.random.Generator) -> Tup
     image = np.where(body, 1.0, 0.0).astype(np.float32)
 
     # structures: (label, radius as a fraction of the volume, intensity relative to tissue)
-    structures = ((LABELS["large"], 0.17, 2.0), (LABELS["medium"], 0.10, 0.45), (LABELS["small"], 0.065, 1.6))
+    structures = ((LABELS["large"], 0.17, 2.0), (LABELS["medium"], 0.12, 0.35), (LABELS["small"], 0.07, 2.8))
     for value, radius_fraction, intensity in structures:
         radii = shape_arr * radius_fraction * rng.uniform(0.8, 1.25, 3)
         for _ in range(100):  # place inside the body without overlapping earlier structures
@@ -52,7 +52,7 @@ def synthetic_case(shape: Tuple[int, int, int], rng: np.random.Generator) -> Tup
         image[mask] = intensity * rng.uniform(0.85, 1.15)
 
     bias = 1 + 0.25 * np.sin(grid[0] / shape[0] * np.pi * rng.uniform(0.5, 1.5) + rng.uniform(0, np.pi))
-    image = image * bias + rng.normal(0, 0.35, shape).astype(np.float32) * body
+    image = image * bias + rng.normal(0, 0.25, shape).astype(np.float32) * body
     image = image * rng.uniform(50, 400) + rng.uniform(0, 20)  # scanner-like arbitrary scale and offset
     image[~body] = 0
     return image.astype(np.float32), label

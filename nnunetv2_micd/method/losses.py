@@ -66,7 +66,7 @@ def cmd_loss(student_logits_a: torch.Tensor,
              student_logits_b: torch.Tensor,
              teacher_logits_a: torch.Tensor,
              teacher_logits_b: torch.Tensor) -> torch.Tensor:
-    """Cross model distillation: student branch a (b) fits the hard prediction of teacher a (b).
+    """Cross model discrepancy: student a (b) fits the hard prediction of the teacher given for it.
 
     No gradient reaches the teachers.
     """

@@ -1,0 +1,38 @@
+import numpy as np
+import SimpleITK as sitk
+
+from nnunetv2_micd.dataset.synthetic import LABELS, SyntheticSpec, synthetic_case, write_synthetic_dataset
+from nnunetv2_micd.demo import dice_table, plot_dice
+
+
+def test_synthetic_case_has_three_structures_of_decreasing_size():
+    image, label = synthetic_case((40, 40, 40), np.random.default_rng(0))
+    sizes = [np.sum(label == LABELS[name]) for name in ("large", "medium", "small")]
+    assert sizes[0] > sizes[1] > sizes[2] > 0
+    assert image.dtype == np.float32
+    assert image[label == LABELS["large"]].mean() > image[label == LABELS["medium"]].mean()
+
+
+def test_synthetic_dataset_layout(tmp_path):
+    folder = write_synthetic_dataset(str(tmp_path / "Dataset999_X"),
+                                     SyntheticSpec(num_labeled=2, num_unlabeled=3, num_test=1, shape=(16, 16, 16)))
+    counts = {sub: len(list((tmp_path / "Dataset999_X" / sub).iterdir()))
+              for sub in ("imagesTr", "labelsTr", "imagesUnlabeled", "imagesTs", "labelsTs")}
+    assert counts == {"imagesTr": 2, "labelsTr": 2, "imagesUnlabeled": 3, "imagesTs": 1, "labelsTs": 1}
+    label = sitk.ReadImage(str(tmp_path / "Dataset999_X" / "labelsTr" / "synth_000.nii.gz"))
+    assert set(np.unique(sitk.GetArrayFromImage(label))) <= set(LABELS.values())
+    assert folder.endswith("Dataset999_X")
+
+
+def _summary(dice):
+    return {"mean": {str(i + 1): {"Dice": d} for i, d in enumerate(dice)},
+            "foreground_mean": {"Dice": float(np.mean(dice))}}
+
+
+def test_table_and_plot(tmp_path):
+    summaries = {"nnUNetTrainerBudget": _summary([0.9, 0.5, 0.1]), "nnUNetTrainerMICD": _summary([0.92, 0.6, 0.3])}
+    table = dice_table(summaries).splitlines()
+    assert table[0] == "| trainer | large | medium | small | mean |"
+    assert table[3] == "| nnUNetTrainerMICD | 0.920 | 0.600 | 0.300 | 0.607 |"
+    plot_dice(summaries, str(tmp_path / "dice.png"))
+    assert (tmp_path / "dice.png").stat().st_size > 1000
