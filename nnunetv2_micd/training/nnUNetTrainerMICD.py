@@ -63,7 +63,8 @@ class nnUNetTrainerMICD(nnUNetTrainerBudget):
     def _refuse_unsupported_modes(self) -> None:
         unsupported = [name for name, present in (("region-based training", self.label_manager.has_regions),
                                                   ("an ignore label", self.label_manager.has_ignore_label),
-                                                  ("the cascade", self.is_cascaded)) if present]
+                                                  ("the cascade", self.is_cascaded),
+                                                  ("multi-GPU training (-num_gpus > 1)", self.is_ddp)) if present]
         if unsupported:
             raise ConfigError(f"{self.__class__.__name__} does not support {' or '.join(unsupported)}")
 

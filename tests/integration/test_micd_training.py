@@ -126,3 +126,17 @@ def test_exported_student_a_predicts_with_plain_nnunet(interrupted_and_resumed, 
         env=plain_environment)
     assert sorted(p.name for p in predictions.glob("*.nii.gz")) == \
         sorted(p.name for p in (synthetic_dataset["raw"] / "labelsTs").iterdir())
+
+
+def test_model_zip_predicts_after_installing_elsewhere(interrupted_and_resumed, synthetic_dataset, tmp_path):
+    environment = interrupted_and_resumed["environment"]
+    archive = tmp_path / "model.zip"
+    run(["nnUNetv2_export_model_to_zip", "-d", str(synthetic_dataset["id"]), "-o", str(archive), "-c", "3d_fullres",
+         "-tr", "nnUNetTrainerMICD", "-p", PLANS, "-f", "0"], env=environment)
+    elsewhere = {**environment, "nnUNet_results": str(tmp_path / "other_results")}
+    run(["nnUNetv2_install_pretrained_model_from_zip", str(archive)], env=elsewhere)
+    predictions = tmp_path / "predictions"
+    run(["nnUNetv2_predict", "-i", str(synthetic_dataset["raw"] / "imagesTs"), "-o", str(predictions),
+         "-d", str(synthetic_dataset["id"]), "-c", "3d_fullres", "-f", "0", "-tr", "nnUNetTrainerMICD",
+         "-p", PLANS, "-device", "cpu", "-npp", "1", "-nps", "1", "--disable_tta"], env=elsewhere)
+    assert len(list(predictions.glob("*.nii.gz"))) == len(list((synthetic_dataset["raw"] / "imagesTs").iterdir()))
