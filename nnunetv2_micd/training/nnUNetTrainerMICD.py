@@ -100,7 +100,14 @@ class nnUNetTrainerMICD(nnUNetTrainerBudget):
     # ------------------------------------------------------------------ data
     def on_train_start(self):
         folder = unlabeled_data_folder(self.preprocessed_dataset_folder_base, self.configuration_manager.data_identifier)
-        nnUNetDatasetUnlabeled(folder)  # fails with the command to run before any worker starts
+        try:  # before any worker starts
+            nnUNetDatasetUnlabeled(folder)
+        except FileNotFoundError as e:
+            dataset = self.plans_manager.dataset_name
+            raise FileNotFoundError(
+                f"{e} For this training: put the unlabeled images in nnUNet_raw/{dataset}/imagesUnlabeled and run "
+                f"micd preprocess-unlabeled -d {dataset} -c {self.configuration_name} "
+                f"-p {self.plans_manager.plans_name}") from None
         super().on_train_start()
         self.print_to_log_file("MICD configuration:", self.micd_config.to_dict(), add_timestamp=False)
 

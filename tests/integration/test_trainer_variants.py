@@ -126,3 +126,16 @@ def test_bad_budget_stops_before_training(environment, monkeypatch):
     monkeypatch.setenv("MICD_ITERS_PER_EPOCH", "0")
     with pytest.raises(ConfigError, match="MICD_ITERS_PER_EPOCH must be >= 1"):
         _trainer(environment, "nnUNetTrainerBudget")
+
+
+def test_missing_unlabeled_data_names_the_command_to_run(environment):
+    folder = environment["preprocessed"] / "nnUNetPlans_2d_unlabeled"
+    hidden = folder.with_name("hidden_unlabeled")
+    folder.rename(hidden)
+    try:
+        trainer = _trainer(environment, "nnUNetTrainerMICD", "2d")
+        with pytest.raises(FileNotFoundError, match=f"micd preprocess-unlabeled -d {environment['name']} -c 2d "
+                                                    f"-p {PLANS}"):
+            trainer.on_train_start()
+    finally:
+        hidden.rename(folder)
