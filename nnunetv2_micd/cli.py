@@ -41,6 +41,13 @@ def _cmd_demo(args) -> None:
     run_demo(DemoSettings(work_folder=args.o, epochs=args.epochs, iterations_per_epoch=args.iterations))
 
 
+def _cmd_bench_step(args) -> None:
+    from nnunetv2_micd.bench_step import bench_step, format_results
+    os.environ.setdefault("nnUNet_extTrainer", trainer_path())
+    results = bench_step(args.d, args.c, args.p, args.batch_size, args.steps, args.warmup, args.f, args.tr)
+    print("\n".join(format_results(results, args.tr)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="micd", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -86,6 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=12, help="epochs per trainer (default: 12)")
     p.add_argument("--iterations", type=int, default=50, help="steps per epoch (default: 50)")
     p.set_defaults(func=_cmd_demo)
+
+    p = commands.add_parser("bench-step", help="time one MICD step, its parts and a plain nnU-Net step")
+    p.add_argument("-d", required=True, help="dataset id or name (preprocessed, with unlabeled data)")
+    p.add_argument("-c", default="3d_fullres", help="configuration (default: 3d_fullres)")
+    p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
+    p.add_argument("-f", default="all", help="fold whose training cases are sampled (default: all)")
+    p.add_argument("-tr", default="nnUNetTrainerMICD", help="MICD trainer or variant (default: nnUNetTrainerMICD)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (default: the plans')")
+    p.add_argument("--steps", type=int, default=10, help="timed repetitions (default: 10)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed repetitions first (default: 2)")
+    p.set_defaults(func=_cmd_bench_step)
     return parser
 
 

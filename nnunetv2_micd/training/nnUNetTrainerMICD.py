@@ -217,6 +217,7 @@ class nnUNetTrainerMICD(nnUNetTrainerBudget):
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
             losses = self.compute_losses(data, target, unlabeled)
+        self._refuse_non_finite(losses)
         students = self.dual_network.branches
         if self.grad_scaler is not None:
             self.grad_scaler.scale(losses["loss"]).backward()
@@ -234,6 +235,16 @@ class nnUNetTrainerMICD(nnUNetTrainerBudget):
             ema_update_(teacher, student, self.micd_config.ema_decay)
         self.optimizer_step += 1
         return {key: value.detach().cpu().numpy() for key, value in losses.items()}
+
+    def _refuse_non_finite(self, losses: Dict[str, torch.Tensor]) -> None:
+        """Stops before a non-finite loss reaches the weights (one host sync per step)."""
+        if bool(torch.isfinite(losses["loss"])):
+            return
+        terms = [k for k, v in losses.items() if k.startswith("loss_") and not bool(torch.isfinite(v))]
+        raise FloatingPointError(
+            f"non-finite loss at optimizer step {self.optimizer_step} (epoch {self.current_epoch}) in "
+            f"{', '.join(terms) or 'the weighted sum'}; the weights were not updated. Continue from the last "
+            f"checkpoint with --c, or lower lambda_max or the learning rate if it happens again.")
 
     def on_train_epoch_end(self, train_outputs: List[dict]):
         super().on_train_epoch_end(train_outputs)

@@ -139,3 +139,55 @@ def test_missing_unlabeled_data_names_the_command_to_run(environment):
             trainer.on_train_start()
     finally:
         hidden.rename(folder)
+
+
+def test_non_finite_loss_stops_without_touching_the_weights(environment):
+    trainer = _trainer(environment, "nnUNetTrainerMICD")
+    trainer.on_train_start()
+    try:
+        batch = next(trainer.dataloader_train)
+        batch["data"][0, 0, 0, 0, 0] = float("nan")
+        before = [_parameters(s) for s in trainer.dual_network.branches]
+        with pytest.raises(FloatingPointError, match="non-finite loss at optimizer step 0 .* in loss_sup"):
+            trainer.train_step(batch)
+        for student, parameters in zip(trainer.dual_network.branches, before):
+            assert all(torch.equal(p, q) for p, q in zip(student.parameters(), parameters))
+    finally:
+        trainer.on_train_end()
+
+
+@pytest.mark.parametrize("mode", ["regions", "ignore label", "cascade"])
+def test_unsupported_nnunet_modes_are_refused(environment, mode):
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2_micd.training.nnUNetTrainerMICD import nnUNetTrainerMICD
+    plans = load_json(environment["preprocessed"] / f"{PLANS}.json")
+    dataset_json = load_json(environment["preprocessed"] / "dataset.json")
+    configuration = "3d_fullres"
+    if mode == "regions":
+        dataset_json["labels"] = {"background": 0, "any": [1, 2, 3], "large": 1}
+        dataset_json["regions_class_order"] = [1, 1]
+    elif mode == "ignore label":
+        dataset_json["labels"]["ignore"] = 4
+    else:
+        plans["configurations"]["3d_cascade"] = {"inherits_from": "3d_fullres", "previous_stage": "3d_fullres"}
+        configuration = "3d_cascade"
+    plans["continue_training"] = False
+    expected = {"regions": "region-based training", "ignore label": "an ignore label", "cascade": "the cascade"}
+    with pytest.raises(ConfigError, match=f"does not support {expected[mode]}"):
+        nnUNetTrainerMICD(plans, configuration, "all", dataset_json, torch.device("cpu"))
+
+
+def test_bench_step_reports_the_ratios(environment):
+    from nnunetv2_micd.bench_step import bench_step, format_results
+    results = bench_step(str(environment["id"]), "3d_fullres", PLANS, batch_size=1, steps=1, warmup=1)
+    assert results["batch_size"] == 1 and results["unlabeled_batch_size"] == 1
+    assert set(results["parts"]) == {"student A forward+backward, labeled+unlabeled",
+                                     "student B forward+backward, labeled+unlabeled",
+                                     "student A forward+backward, masked", "student B forward+backward, masked",
+                                     "teacher A forward, unlabeled", "teacher B forward, unlabeled",
+                                     "gradient clipping + optimizer step", "EMA updates"}
+    assert all(seconds > 0 for seconds in results["parts"].values()) and 0 <= results["batch_wait"] < 1
+    lines = format_results(results)
+    ratio = float(next(line for line in lines if line.startswith("step / sum-of-parts: ")).split(": ")[1])
+    assert 0.5 < ratio < 3
+    assert any(line.startswith("step / baseline: ") for line in lines)

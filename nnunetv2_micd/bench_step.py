@@ -1,0 +1,222 @@
+"""``micd bench-step``: what one MICD training step costs, part by part, against one plain nnU-Net step.
+
+All in one process, on the same dataset, plans, configuration and batch size, with warm-up and medians, so the
+ratios hold on a shared, noisy machine:
+
+- the full MICD step and the nnUNetTrainerBudget step, on batches drawn beforehand (no data loading timed);
+- every pass the method needs, timed alone however the step batches them (each student's forward+backward on the
+  labeled+unlabeled patches and on their masked copies, the teacher forwards, gradient clipping with the
+  optimizer step, the EMA updates), so ``step / sum-of-parts`` measures overhead, not batching;
+- the time the step waits for batches from nnU-Net's augmentation workers, in a real loop;
+- peak memory: CUDA peak allocated on a GPU, peak resident memory above the start of the step on the CPU.
+"""
+import itertools
+import os
+import statistics
+import threading
+import time
+from contextlib import contextmanager
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+from nnunetv2_micd.method.ema import ema_update_
+from nnunetv2_micd.method.masking import apply_mask
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(function: Callable[[], None], repeats: int, warmup: int, device: torch.device) -> float:
+    seconds = []
+    for i in range(warmup + repeats):
+        _synchronize(device)
+        start = time.perf_counter()
+        function()
+        _synchronize(device)
+        if i >= warmup:
+            seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE_SIZE
+
+
+@contextmanager
+def peak_memory(device: torch.device, result: Dict[str, float]):
+    """Peak memory while the block runs: CUDA peak allocated, or resident memory sampled every 2 ms."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        yield
+        result["bytes"] = torch.cuda.max_memory_allocated(device)
+        return
+    start, peak, running = _resident_bytes(), [0], [True]
+
+    def sample():
+        while running[0]:
+            peak[0] = max(peak[0], _resident_bytes())
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield
+    finally:
+        running[0] = False
+        sampler.join()
+        result["bytes"] = max(peak[0], _resident_bytes()) - start
+
+
+def _loss_of(output) -> torch.Tensor:
+    outputs = output if isinstance(output, (list, tuple)) else [output]
+    return sum(o.float().mean() for o in outputs)
+
+
+def method_parts(trainer, data: torch.Tensor, unlabeled: torch.Tensor) -> Dict[str, Callable[[], None]]:
+    """The passes one MICD step needs, each as a function that runs it alone."""
+    config = trainer.micd_config
+    students = trainer.dual_network.branches
+    x = torch.cat((data, unlabeled))
+    x_masked = apply_mask(x, trainer._block_mask(x))
+
+    def forward_backward(student, inputs):
+        def run():
+            _loss_of(student(inputs)).backward()
+            for recorder in trainer.feature_recorders:
+                recorder.take()
+        return run
+
+    def teacher_forward(teacher):
+        def run():
+            with torch.no_grad():
+                teacher(unlabeled)
+        return run
+
+    def optimizer_step():
+        for student in students:
+            torch.nn.utils.clip_grad_norm_(student.parameters(), 12)
+        trainer.optimizer.step()
+
+    def ema_updates():
+        for teacher, student in zip(trainer.teachers, students):
+            ema_update_(teacher, student, config.ema_decay)
+
+    parts = {}
+    for name, student in zip("AB", students):
+        parts[f"student {name} forward+backward, labeled+unlabeled"] = forward_backward(student, x)
+        if config.weight_mcpc > 0 and config.mask_ratio > 0:
+            parts[f"student {name} forward+backward, masked"] = forward_backward(student, x_masked)
+    if config.weight_cmd > 0:
+        for name, teacher in zip("AB", trainer.teachers):
+            parts[f"teacher {name} forward, unlabeled"] = teacher_forward(teacher)
+    parts["gradient clipping + optimizer step"] = optimizer_step
+    parts["EMA updates"] = ema_updates
+    return parts
+
+
+class _TimedIterator:
+    """Wraps a batch source and adds up the time spent waiting for it."""
+
+    def __init__(self, source):
+        self.source, self.waited = source, 0.0
+
+    def __next__(self):
+        start = time.perf_counter()
+        batch = next(self.source)
+        self.waited += time.perf_counter() - start
+        return batch
+
+
+def batch_wait_fraction(trainer, steps: int, warmup: int) -> float:
+    """Share of a real training loop spent waiting for labeled and unlabeled batches."""
+    labeled = _TimedIterator(trainer.dataloader_train)
+    unlabeled = trainer.dataloader_unlabeled = _TimedIterator(trainer.dataloader_unlabeled)
+    try:
+        for _ in range(warmup):
+            trainer.train_step(next(labeled))
+        labeled.waited = unlabeled.waited = 0.0
+        _synchronize(trainer.device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            trainer.train_step(next(labeled))
+        _synchronize(trainer.device)
+        return (labeled.waited + unlabeled.waited) / (time.perf_counter() - start)
+    finally:
+        trainer.dataloader_unlabeled = unlabeled.source
+
+
+def _trainer(name: str, dataset: str, configuration: str, plans: str, batch_size: Optional[int], fold: str,
+             device: torch.device):
+    from nnunetv2.run.run_training import get_trainer_from_args
+    trainer = get_trainer_from_args(dataset, configuration, fold, name, plans, device=device)
+    if batch_size is not None:
+        trainer.configuration_manager.configuration["batch_size"] = batch_size
+    trainer.disable_checkpointing = True
+    trainer.on_train_start()
+    return trainer
+
+
+def bench_step(dataset: str, configuration: str = "3d_fullres", plans: str = "nnUNetPlans",
+               batch_size: Optional[int] = None, steps: int = 10, warmup: int = 2, fold: str = "all",
+               trainer_name: str = "nnUNetTrainerMICD") -> Dict:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    results: Dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda"
+                     else f"cpu ({torch.get_num_threads()} threads)"}
+
+    baseline = _trainer("nnUNetTrainerBudget", dataset, configuration, plans, batch_size, fold, device)
+    try:
+        batches = [next(baseline.dataloader_train) for _ in range(warmup + steps)]
+        replay = itertools.cycle(batches)
+        memory: Dict[str, float] = {}
+        with peak_memory(device, memory):
+            results["baseline_step"] = median_seconds(lambda: baseline.train_step(next(replay)), steps, warmup,
+                                                      device)
+        results["baseline_memory"] = memory["bytes"]
+        results["batch_size"] = baseline.batch_size
+    finally:
+        baseline.on_train_end()
+
+    trainer = _trainer(trainer_name, dataset, configuration, plans, batch_size, fold, device)
+    try:
+        loader_unlabeled = trainer.dataloader_unlabeled
+        unlabeled = [next(loader_unlabeled)["data"] for _ in range(warmup + steps)]
+        results["unlabeled_batch_size"] = unlabeled[0].shape[0]
+        trainer.dataloader_unlabeled = itertools.cycle([{"data": u} for u in unlabeled])
+        replay = itertools.cycle(batches)
+        memory = {}
+        with peak_memory(device, memory):
+            results["step"] = median_seconds(lambda: trainer.train_step(next(replay)), steps, warmup, device)
+        results["memory"] = memory["bytes"]
+
+        data = batches[0]["data"].to(device)
+        parts = method_parts(trainer, data, unlabeled[0].to(device))
+        results["parts"] = {name: median_seconds(run, steps, warmup, device) for name, run in parts.items()}
+        trainer.dataloader_unlabeled = loader_unlabeled
+        results["batch_wait"] = batch_wait_fraction(trainer, steps, warmup)
+    finally:
+        trainer.on_train_end()
+    results["sum_of_parts"] = sum(results["parts"].values())
+    return results
+
+
+def format_results(results: Dict, trainer_name: str = "nnUNetTrainerMICD") -> List[str]:
+    memory_name = "peak RSS above start" if results["device"].startswith("cpu") else "CUDA peak allocated"
+    lines = [f"device: {results['device']}, batch size {results['batch_size']} labeled + "
+             f"{results['unlabeled_batch_size']} unlabeled",
+             f"nnUNetTrainerBudget step: {results['baseline_step']:.3f} s",
+             f"{trainer_name} step: {results['step']:.3f} s"]
+    lines += [f"  {name}: {seconds:.3f} s" for name, seconds in results["parts"].items()]
+    lines += [f"  sum of parts: {results['sum_of_parts']:.3f} s",
+              f"step / sum-of-parts: {results['step'] / results['sum_of_parts']:.2f}",
+              f"step / baseline: {results['step'] / results['baseline_step']:.2f}",
+              f"batch wait: {100 * results['batch_wait']:.1f} % of step time",
+              f"memory ({memory_name}): {results['memory'] / 2 ** 20:.0f} MiB, baseline "
+              f"{results['baseline_memory'] / 2 ** 20:.0f} MiB, "
+              f"memory / baseline: {results['memory'] / max(results['baseline_memory'], 1):.2f}"]
+    return lines
