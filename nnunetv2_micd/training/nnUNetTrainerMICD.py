@@ -191,21 +191,21 @@ class nnUNetTrainerMICD(nnUNetTrainerBudget):
         unsupervised = sum(getattr(config, "weight_" + key[len("loss_"):]) * value
                            for key, value in losses.items() if key != "loss_sup")
         losses["loss"] = losses["loss_sup"] + weight * unsupervised
-        self._update_class_weights(logits, target, num_labeled)
-        with torch.no_grad():
-            losses["disagreement"] = (hard_pseudo_label(logits[0][num_labeled:]) !=
-                                      hard_pseudo_label(logits[1][num_labeled:])).float().mean()
+        pseudo_labels_unlabeled = [hard_pseudo_label(l[num_labeled:]) for l in logits]
+        self._update_class_weights(logits[0][:num_labeled], target, pseudo_labels_unlabeled[1])
+        losses["disagreement"] = (pseudo_labels_unlabeled[0] != pseudo_labels_unlabeled[1]).float().mean()
         return losses
 
     @torch.no_grad()
-    def _update_class_weights(self, logits: List[torch.Tensor], target, num_labeled: int) -> None:
+    def _update_class_weights(self, labeled_logits_a: torch.Tensor, target,
+                              unlabeled_pseudo_labels_b: torch.Tensor) -> None:
         """Difficulty for A from its soft Dice on the labeled patches; class frequencies for B from the labels and
         B's own pseudo-labels on the unlabeled patches."""
         if self.micd_config.class_weighting != "dhc":
             return
         labels = _highest_resolution(target)[:, 0].long()
-        self.class_weights_a.update(torch.softmax(logits[0][:num_labeled].float(), 1), labels)
-        self.class_weights_b.update([labels, hard_pseudo_label(logits[1][num_labeled:])])
+        self.class_weights_a.update(torch.softmax(labeled_logits_a.float(), 1), labels)
+        self.class_weights_b.update([labels, unlabeled_pseudo_labels_b])
 
     def train_step(self, batch: dict) -> dict:
         data = batch["data"].to(self.device, non_blocking=True)
