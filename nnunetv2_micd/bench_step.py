@@ -88,8 +88,6 @@ def method_parts(trainer, data: torch.Tensor, unlabeled: torch.Tensor) -> Dict[s
     def forward_backward(student, inputs):
         def run():
             _loss_of(student(inputs)).backward()
-            for recorder in trainer.feature_recorders:
-                recorder.take()
         return run
 
     def teacher_forward(teacher):

@@ -5,7 +5,8 @@ nnU-Net's predictor rebuilds a network with the trainer's ``build_network_archit
 :class:`DualBranchNetwork` holding exactly what prediction needs (two branches) plus its inference mode as a
 buffer; teachers, optimizer and training state are saved under other checkpoint keys.
 """
-from typing import List, Sequence, Tuple, Union
+from contextlib import contextmanager
+from typing import List, Tuple, Union
 
 import torch
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
@@ -89,17 +90,29 @@ class DualBranchNetwork(nn.Module):
 
 
 class DecoderFeatureRecorder:
-    """Records the output of every decoder stage of a U-Net during forward passes (the features CFC compares)."""
+    """Records the output of every decoder stage of a U-Net, only inside :meth:`recording` (the features CFC
+    compares), so validation and inference passes keep nothing."""
 
     def __init__(self, network: nn.Module):
         self.features: List[torch.Tensor] = []
+        self._active = False
         self._handles = [stage.register_forward_hook(self._record) for stage in network.decoder.stages]
 
     def _record(self, module, inputs, output) -> None:
-        self.features.append(output)
+        if self._active:
+            self.features.append(output)
 
-    def take(self) -> Sequence[torch.Tensor]:
-        """The features recorded since the last call, shallowest-resolution stage first."""
+    @contextmanager
+    def recording(self):
+        """Records during the block; the features are then in :attr:`features`, shallowest stage first."""
+        self.features, self._active = [], True
+        try:
+            yield self
+        finally:
+            self._active = False
+
+    def take(self) -> List[torch.Tensor]:
+        """The recorded features, released from the recorder."""
         features, self.features = self.features, []
         return features
 

@@ -161,8 +161,11 @@ class nnUNetTrainerMICD(nnUNetTrainerBudget):
         # labeled and unlabeled patches share one forward per student: instance norm (and everything else in
         # nnU-Net's U-Nets) works per sample, so this is exactly the same as two separate forwards
         x = torch.cat((data, unlabeled))
-        outputs = [student(x) for student in students]
-        features = [recorder.take() for recorder in self.feature_recorders]
+        outputs, features = [], []
+        for student, recorder in zip(students, self.feature_recorders):
+            with recorder.recording():
+                outputs.append(student(x))
+            features.append(recorder.take())
         logits = [_highest_resolution(o) for o in outputs]
         losses = {"loss_sup": sum(self.loss(_first(o, num_labeled), target) for o in outputs)}
 
@@ -170,8 +173,6 @@ class nnUNetTrainerMICD(nnUNetTrainerBudget):
             if config.mask_ratio > 0:
                 x_masked = apply_mask(x, self._block_mask(x))
                 masked_logits = [_highest_resolution(student(x_masked)) for student in students]
-                for recorder in self.feature_recorders:
-                    recorder.take()  # features of masked inputs are not compared
             else:
                 masked_logits = logits
             weights_a, weights_b = ((self.class_weights_a.weights.to(x.device),

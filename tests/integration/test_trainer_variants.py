@@ -191,3 +191,16 @@ def test_bench_step_reports_the_ratios(environment):
     ratio = float(next(line for line in lines if line.startswith("step / sum-of-parts: ")).split(": ")[1])
     assert 0.5 < ratio < 3
     assert any(line.startswith("step / baseline: ") for line in lines)
+
+
+def test_decoder_features_are_kept_only_for_the_training_pass(environment):
+    trainer = _trainer(environment, "nnUNetTrainerMICD")
+    trainer.on_train_start()
+    try:
+        trainer.train_step(next(trainer.dataloader_train))
+        trainer.on_validation_epoch_start()
+        with torch.no_grad():
+            trainer.validation_step(next(trainer.dataloader_val))
+        assert all(recorder.features == [] for recorder in trainer.feature_recorders)
+    finally:
+        trainer.on_train_end()
