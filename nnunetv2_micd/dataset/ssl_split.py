@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 from batchgenerators.utilities.file_and_folder_operations import isdir, isfile, join, load_json, maybe_mkdir_p, \
     save_json, subdirs
+from nnunetv2.paths import nnUNet_raw
 from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
@@ -32,10 +33,7 @@ SPLIT_FOLDERS = {
 
 def raw_root() -> str:
     """nnUNet_raw, read at call time so that the current environment is honoured."""
-    path = os.environ.get('nnUNet_raw')
-    if not path:
-        raise RuntimeError("nnUNet_raw is not set. See nnU-Net's documentation/setting_up_paths.md.")
-    return path
+    return nnUNet_raw.require()
 
 
 def parse_count(text: str, total: int) -> int:
