@@ -26,6 +26,11 @@ class MICDLocalLogger(LocalLogger):
         logged = self.my_fantastic_logging
         epochs = min(len(logged[key]) for key in MICD_LOG_KEYS)
         x = list(range(epochs))
+        with plt.style.context("default"):  # nnU-Net's progress plot changes the global style
+            self._plot(x, epochs, join(output_folder, MICD_PROGRESS_FILE))
+
+    def _plot(self, x, epochs: int, filename: str) -> None:
+        logged = self.my_fantastic_logging
         fig, (losses, weight, disagreement) = plt.subplots(3, 1, figsize=(12, 14))
         for key in ("loss_sup", "loss_mcpc", "loss_cfc", "loss_cmd"):
             losses.plot(x, logged[key][:epochs], label=key, linewidth=2)
@@ -37,5 +42,5 @@ class MICDLocalLogger(LocalLogger):
         disagreement.set_ylabel("branch disagreement\n(unlabeled voxels)")
         disagreement.set_xlabel("epoch")
         fig.tight_layout()
-        fig.savefig(join(output_folder, MICD_PROGRESS_FILE))
+        fig.savefig(filename)
         plt.close(fig)

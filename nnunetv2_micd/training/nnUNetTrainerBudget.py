@@ -3,6 +3,7 @@
 A baseline is only fair at an equal budget, and nnUNetv2_train takes no extra flags, so the budget comes from
 the environment (see :class:`nnunetv2_micd.method.config.TrainingBudget`).
 """
+import os
 import random
 
 import numpy as np
@@ -36,6 +37,14 @@ class nnUNetTrainerBudget(nnUNetTrainer):
     def effective_config(self) -> dict:
         """What this run was configured with; written next to the checkpoints."""
         return {"trainer": self.__class__.__name__, "budget": self.budget.to_dict()}
+
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's checkpoint, written to a temporary file and renamed: a crash while saving leaves the previous
+        checkpoint intact."""
+        temporary = filename + ".tmp"
+        super().save_checkpoint(temporary)
+        if os.path.isfile(temporary):  # nnU-Net writes nothing on other ranks or with checkpointing disabled
+            os.replace(temporary, filename)
 
     def on_train_start(self):
         super().on_train_start()

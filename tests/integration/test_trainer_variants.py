@@ -1,5 +1,6 @@
 """Every trainer takes real training steps in-process on the session's dataset (fast: no nnUNetv2_train start-up)."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,6 +76,8 @@ def test_budget_trainer_honours_the_budget(environment):
     trainer = _trainer(environment, "nnUNetTrainerBudget")
     assert (trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch) == (2, 2, 1)
     assert np.isfinite(_one_step(trainer)["loss"])
+    output = Path(trainer.output_folder)
+    assert (output / "checkpoint_final.pth").is_file() and not list(output.glob("*.tmp"))  # renamed into place
 
 
 def test_micd_trains_a_2d_configuration(environment):
