@@ -10,6 +10,7 @@ from typing import Dict, List, Union
 import numpy as np
 import torch
 from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
+from batchgenerators.utilities.file_and_folder_operations import join, load_json
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.helpers import dummy_context
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
@@ -17,7 +18,7 @@ from torch import autocast, nn
 from torch._dynamo import OptimizedModule
 
 from nnunetv2_micd.dataloading.unlabeled_loader import UnlabeledDataLoader, make_augmenter, nnUNetDatasetUnlabeled
-from nnunetv2_micd.dataset.preprocess_unlabeled import unlabeled_data_folder
+from nnunetv2_micd.dataset.preprocess_unlabeled import RECORD_FILE, preprocessing_signature, unlabeled_data_folder
 from nnunetv2_micd.method.class_weighting import DifficultyAwareWeights, DistributionAwareWeights
 from nnunetv2_micd.method.config import ConfigError, MICDConfig
 from nnunetv2_micd.method.ema import create_ema_teacher, ema_update_
@@ -99,17 +100,25 @@ class nnUNetTrainerMICD(nnUNetTrainerBudget):
 
     # ------------------------------------------------------------------ data
     def on_train_start(self):
-        folder = unlabeled_data_folder(self.preprocessed_dataset_folder_base, self.configuration_manager.data_identifier)
-        try:  # before any worker starts
-            nnUNetDatasetUnlabeled(folder)
-        except FileNotFoundError as e:
-            dataset = self.plans_manager.dataset_name
-            raise FileNotFoundError(
-                f"{e} For this training: put the unlabeled images in nnUNet_raw/{dataset}/imagesUnlabeled and run "
-                f"micd preprocess-unlabeled -d {dataset} -c {self.configuration_name} "
-                f"-p {self.plans_manager.plans_name}") from None
+        self._check_unlabeled_data()  # before any worker starts
         super().on_train_start()
         self.print_to_log_file("MICD configuration:", self.micd_config.to_dict(), add_timestamp=False)
+
+    def _check_unlabeled_data(self) -> None:
+        """The unlabeled data must exist and come from these plans' preprocessing settings."""
+        folder = unlabeled_data_folder(self.preprocessed_dataset_folder_base, self.configuration_manager.data_identifier)
+        dataset = self.plans_manager.dataset_name
+        command = (f"micd preprocess-unlabeled -d {dataset} -c {self.configuration_name} "
+                   f"-p {self.plans_manager.plans_name}")
+        try:
+            nnUNetDatasetUnlabeled(folder)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{e} For this training: put the unlabeled images in nnUNet_raw/{dataset}/"
+                                    f"imagesUnlabeled and run {command}") from None
+        made_with = load_json(join(folder, RECORD_FILE))["preprocessing_signature"]
+        if made_with != preprocessing_signature(self.plans_manager, self.configuration_name, self.dataset_json):
+            raise ConfigError(f"the unlabeled data in {folder} was preprocessed with other plans settings than "
+                              f"{self.plans_manager.plans_name} ({self.configuration_name}); run {command}")
 
     def get_dataloaders(self):
         dataloader_train, dataloader_val = super().get_dataloaders()

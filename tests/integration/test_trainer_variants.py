@@ -207,3 +207,22 @@ def test_decoder_features_are_kept_only_for_the_training_pass(environment):
         assert all(recorder.features == [] for recorder in trainer.feature_recorders)
     finally:
         trainer.on_train_end()
+
+
+def test_unlabeled_data_from_other_plans_settings_is_refused(environment):
+    record_file = environment["preprocessed"] / "nnUNetPlans_2d_unlabeled" / "micd_unlabeled.json"
+    original = record_file.read_text()
+    record = json.loads(original)
+    record["preprocessing_signature"] = "made with other plans"
+    record_file.write_text(json.dumps(record))
+    try:
+        trainer = _trainer(environment, "nnUNetTrainerMICD", "2d")
+        with pytest.raises(ConfigError, match="preprocessed with other plans settings .* run micd preprocess-unlabeled"):
+            trainer.on_train_start()
+    finally:
+        record_file.write_text(original)
+
+
+def test_plans_without_the_configuration_are_refused(environment):
+    with pytest.raises(RuntimeError, match="3d_lowres not found in plans"):
+        _trainer(environment, "nnUNetTrainerMICD", "3d_lowres")
