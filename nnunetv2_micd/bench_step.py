@@ -22,6 +22,7 @@ import torch
 
 from nnunetv2_micd.method.ema import ema_update_
 from nnunetv2_micd.method.masking import apply_mask
+from nnunetv2_micd.training.nnUNetTrainerMICD import GRADIENT_CLIP_NORM
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -98,7 +99,7 @@ def method_parts(trainer, data: torch.Tensor, unlabeled: torch.Tensor) -> Dict[s
 
     def optimizer_step():
         for student in students:
-            torch.nn.utils.clip_grad_norm_(student.parameters(), 12)
+            torch.nn.utils.clip_grad_norm_(student.parameters(), GRADIENT_CLIP_NORM)
         trainer.optimizer.step()
 
     def ema_updates():

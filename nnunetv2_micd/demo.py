@@ -9,7 +9,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 from batchgenerators.utilities.file_and_folder_operations import join, load_json, maybe_mkdir_p
@@ -101,9 +101,14 @@ class Demo:
         return load_json(join(output, "summary.json"))
 
 
+def _foreground_classes() -> List[Tuple[str, str]]:
+    """(name, key in nnU-Net's summary.json) of every foreground class."""
+    return [(name, str(value)) for name, value in LABELS.items() if value > 0]
+
+
 def dice_table(summaries: Dict[str, Dict]) -> str:
     """Markdown table of the test Dice per class and averaged over the foreground classes."""
-    classes = [(name, str(value)) for name, value in LABELS.items() if value > 0]
+    classes = _foreground_classes()
     header = "| trainer | " + " | ".join(name for name, _ in classes) + " | mean |"
     rows = [header, "|---" * (len(classes) + 2) + "|"]
     for trainer, summary in summaries.items():
@@ -116,7 +121,7 @@ def plot_dice(summaries: Dict[str, Dict], filename: str) -> None:
     import matplotlib
     matplotlib.use("agg")
     import matplotlib.pyplot as plt
-    classes = [(name, str(value)) for name, value in LABELS.items() if value > 0]
+    classes = _foreground_classes()
     fig, ax = plt.subplots(figsize=(7, 4))
     width = 0.8 / len(summaries)
     for i, (trainer, summary) in enumerate(summaries.items()):

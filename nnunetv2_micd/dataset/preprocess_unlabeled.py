@@ -62,7 +62,7 @@ def _output_files(folder: str, case: str) -> List[str]:
 
 def _is_complete(folder: str, case: str) -> bool:
     """A case is complete when all its files exist and open (a torn write does not)."""
-    data_file, seg_file, properties_file = (join(folder, case + s) for s in (".b2nd", "_seg.b2nd", ".pkl"))
+    seg_file, data_file, properties_file = _output_files(folder, case)
     if not all(isfile(f) for f in (data_file, seg_file, properties_file)):
         return False
     try:
@@ -103,13 +103,11 @@ def _case_ids_in(folder: str) -> Iterable[str]:
         {name[:-len("_seg.b2nd")] for name in os.listdir(folder) if name.endswith("_seg.b2nd")}
 
 
-def preprocess_unlabeled_configuration(dataset_name: str, configuration_name: str, plans_identifier: str,
-                                       num_processes: int, cases: Dict[str, List[str]]) -> str:
+def preprocess_unlabeled_configuration(preprocessed_dataset_folder: str, plans_manager: PlansManager,
+                                       dataset_json: dict, configuration_name: str, num_processes: int,
+                                       cases: Dict[str, List[str]]) -> str:
     """Brings one configuration's unlabeled folder up to date; returns the folder."""
-    preprocessed_dataset_folder = join(nnUNet_preprocessed.require(), dataset_name)
-    plans_manager = PlansManager(join(preprocessed_dataset_folder, plans_identifier + ".json"))
     configuration_manager = plans_manager.get_configuration(configuration_name)
-    dataset_json = load_json(join(preprocessed_dataset_folder, "dataset.json"))
     output_folder = unlabeled_data_folder(preprocessed_dataset_folder, configuration_manager.data_identifier)
     signature = preprocessing_signature(plans_manager, configuration_name, dataset_json)
 
@@ -119,7 +117,8 @@ def preprocess_unlabeled_configuration(dataset_name: str, configuration_name: st
         shutil.rmtree(output_folder)
         record = None
     if record is None:
-        record = {"dataset": dataset_name, "configuration": configuration_name, "plans": plans_identifier,
+        record = {"dataset": plans_manager.dataset_name, "configuration": configuration_name,
+                  "plans": plans_manager.plans_name,
                   "data_identifier": configuration_manager.data_identifier,
                   "preprocessing_signature": signature, "cases": {}}
     shutil.rmtree(join(output_folder, SCRATCH_FOLDER), ignore_errors=True)
@@ -172,5 +171,5 @@ def preprocess_unlabeled(dataset: str, configurations: Iterable[str] = ("3d_full
 
     cases = list_unlabeled_cases(join(nnUNet_raw.require(), dataset_name), dataset_json)
     check_unlabeled_cases_readable(cases, plans_manager.image_reader_writer_class, num_processes)
-    return [preprocess_unlabeled_configuration(dataset_name, c, plans_identifier, num_processes, cases)
-            for c in configurations]
+    return [preprocess_unlabeled_configuration(preprocessed_dataset_folder, plans_manager, dataset_json, c,
+                                               num_processes, cases) for c in configurations]

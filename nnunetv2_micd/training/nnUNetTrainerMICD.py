@@ -104,9 +104,13 @@ class nnUNetTrainerMICD(nnUNetTrainerBudget):
         super().on_train_start()
         self.print_to_log_file("MICD configuration:", self.micd_config.to_dict(), add_timestamp=False)
 
+    @property
+    def unlabeled_folder(self) -> str:
+        return unlabeled_data_folder(self.preprocessed_dataset_folder_base, self.configuration_manager.data_identifier)
+
     def _check_unlabeled_data(self) -> None:
         """The unlabeled data must exist and come from these plans' preprocessing settings."""
-        folder = unlabeled_data_folder(self.preprocessed_dataset_folder_base, self.configuration_manager.data_identifier)
+        folder = self.unlabeled_folder
         dataset = self.plans_manager.dataset_name
         command = (f"micd preprocess-unlabeled -d {dataset} -c {self.configuration_name} "
                    f"-p {self.plans_manager.plans_name}")
@@ -133,9 +137,8 @@ class nnUNetTrainerMICD(nnUNetTrainerBudget):
         transforms = self.get_training_transforms(patch_size, rotation, None, mirror_axes, do_dummy_2d,
                                                   use_mask_for_norm=self.configuration_manager.use_mask_for_norm,
                                                   foreground_labels=self.label_manager.foreground_labels)
-        folder = unlabeled_data_folder(self.preprocessed_dataset_folder_base, self.configuration_manager.data_identifier)
         batch_size = self.micd_config.unlabeled_batch_size or self.batch_size
-        loader = UnlabeledDataLoader(nnUNetDatasetUnlabeled(folder), batch_size, initial_patch_size, patch_size,
+        loader = UnlabeledDataLoader(nnUNetDatasetUnlabeled(self.unlabeled_folder), batch_size, initial_patch_size, patch_size,
                                      self.label_manager, transforms)
         augmenter = make_augmenter(loader, get_allowed_n_proc_DA(), pin_memory=self.device.type == "cuda")
         next(augmenter)
