@@ -10,6 +10,7 @@ setup(
     python_requires=">=3.10",
     packages=[
         "nnunetv2_micd",
+        "nnunetv2_micd.benchmark",
         "nnunetv2_micd.dataset",
         "nnunetv2_micd.dataloading",
         "nnunetv2_micd.method",
@@ -19,6 +20,7 @@ setup(
     # The top-level trainers/ folder (what nnUNet_extTrainer points to) ships as part of the package,
     # so `micd trainer-path` finds it after `pip install .` as well as `pip install -e .`.
     package_dir={"nnunetv2_micd.trainers": "trainers"},
+    package_data={"nnunetv2_micd.benchmark": ["protocols/*.json"]},
     install_requires=[
         "nnunetv2>=2.8.1,<2.9",
         "torch>=2.1,<=2.14.1",

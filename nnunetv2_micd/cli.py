@@ -48,6 +48,14 @@ def _cmd_bench_step(args) -> None:
     print("\n".join(format_results(results, args.tr)))
 
 
+def _cmd_benchmark(args) -> None:
+    from nnunetv2_micd.benchmark.protocol import load_protocol
+    from nnunetv2_micd.benchmark.runner import BenchmarkRunner
+    protocol, path = load_protocol(args.protocol, args.source)
+    print(f"protocol file: {path}")
+    BenchmarkRunner(protocol, args.o, args.device).run_all()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="micd", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -104,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=10, help="timed repetitions (default: 10)")
     p.add_argument("--warmup", type=int, default=2, help="untimed repetitions first (default: 2)")
     p.set_defaults(func=_cmd_bench_step)
+
+    p = commands.add_parser("benchmark", help="train, predict and evaluate every method of a protocol (resumable)")
+    p.add_argument("protocol", help="protocol file, or the name of a built-in one (hippocampus_cpu)")
+    p.add_argument("-o", required=True, help="work folder (nnU-Net folders, runs and results.json)")
+    p.add_argument("--source", default=None, help="path of the source dataset, instead of the protocol's")
+    p.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda when available")
+    p.set_defaults(func=_cmd_benchmark)
     return parser
 
 

@@ -4,16 +4,15 @@ Everything runs through nnU-Net's own commands, in nnU-Net folders inside the de
 nnUNet_raw, nnUNet_preprocessed and nnUNet_results are not touched).
 """
 import os
-import subprocess
 import sys
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
 import torch
 from batchgenerators.utilities.file_and_folder_operations import join, load_json, maybe_mkdir_p
 
+from nnunetv2_micd.commands import run_command
 from nnunetv2_micd.dataset.synthetic import LABELS, SyntheticSpec, write_synthetic_dataset
 
 DATASET_ID = 999
@@ -47,7 +46,6 @@ class Demo:
                             "MICD_ITERS_PER_EPOCH": str(settings.iterations_per_epoch),
                             "MICD_VAL_ITERS": "5", "MICD_SEED": str(settings.seed)}
         self.environment.setdefault("nnUNet_def_n_proc", "2")
-        self.environment["PYTHONUNBUFFERED"] = "1"  # progress lines as they happen
         self.environment.pop("MICD_CONFIG", None)  # the demo shows the defaults
 
     def say(self, message: str) -> None:
@@ -55,17 +53,11 @@ class Demo:
         print(f"[micd demo {minutes:02d}:{seconds:02d}] {message}", flush=True)
 
     def run(self, command: List[str], show_progress: bool = False) -> None:
-        """Runs an nnU-Net command; shows its progress lines, and its last lines if it fails."""
-        recent = deque(maxlen=40)
-        with subprocess.Popen(command, env=self.environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) as process:
-            for line in process.stdout:
-                recent.append(line)
-                if show_progress and any(marker in line for marker in PROGRESS_MARKERS):
-                    print("    " + line.rstrip(), flush=True)
-        if process.returncode != 0:
-            sys.stdout.writelines(recent)
-            raise RuntimeError(f"{' '.join(command)} failed with exit code {process.returncode}")
+        """Runs an nnU-Net command, showing its progress lines."""
+        def show(line: str) -> None:
+            if show_progress and any(marker in line for marker in PROGRESS_MARKERS):
+                print("    " + line.rstrip(), flush=True)
+        run_command(command, self.environment, on_line=show)
 
     def prepare_dataset(self) -> None:
         for folder in self.folders.values():

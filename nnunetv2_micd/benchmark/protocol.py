@@ -1,0 +1,208 @@
+"""A benchmark protocol: what to compare, on which data, at which budget, in a small versioned JSON file.
+
+Example (the built-in protocols in ``nnunetv2_micd/benchmark/protocols/`` are complete ones)::
+
+    {
+      "protocol_version": 1,
+      "name": "hippocampus_cpu",
+      "source": {"msd_task_folder": "../shared/data/Task04_Hippocampus"},
+      "source_dataset_id": 4,
+      "first_dataset_id": 610,
+      "test_cases": 40,
+      "split_seed": 0,
+      "configuration": "3d_fullres",
+      "tiny_plans": {"features": [8, 16, 32, 64], "batch_size": 2},
+      "budget": {"num_epochs": 40, "iterations_per_epoch": 100, "val_iterations": 5},
+      "method_configs": {"nnUNetTrainerMICD": {"lambda_max": 0.1}},
+      "cost_steps": 10,
+      "runs": [
+        {"trainers": ["nnUNetTrainerBudget", "nnUNetTrainerMICD"], "labeled": [10], "seeds": [0]},
+        {"trainers": ["nnUNetTrainerBudget"], "labeled": ["all"], "seeds": [0]}
+      ]
+    }
+
+``source`` is either an MSD task folder (converted with ``nnUNetv2_convert_MSD_dataset``) or an nnU-Net raw
+dataset folder (``{"nnunet_raw_folder": ...}``, copied); relative paths are taken from the current directory.
+Every labeled count gets its own dataset (``first_dataset_id`` upwards, in increasing order, ``"all"`` last: every
+non-test case labeled, the fully supervised upper bound), all made from one seeded split so that labeled sets are
+nested and the test cases are the same. Runs are expanded group by group (seeds, then labeled counts, then
+trainers) and executed in that order, so the runs that give evidence early go first.
+"""
+import json
+import os
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple, Union
+
+PROTOCOL_VERSION = 1
+ALL_LABELED = "all"
+BUILTIN_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "protocols")
+SOURCE_KINDS = ("msd_task_folder", "nnunet_raw_folder")
+LABELED_ONLY_TRAINER = "nnUNetTrainerBudget"  # the only trainer of the harness that needs no unlabeled cases
+BUDGET_KEYS = ("num_epochs", "iterations_per_epoch", "val_iterations")
+REQUIRED_KEYS = ("protocol_version", "name", "source", "source_dataset_id", "first_dataset_id", "test_cases",
+                 "split_seed", "configuration", "budget", "runs")
+OPTIONAL_KEYS = ("tiny_plans", "method_configs", "cost_steps", "description")
+
+Labeled = Union[int, str]
+
+
+class ProtocolError(ValueError):
+    """A protocol file that cannot be run."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    trainer: str
+    labeled: Labeled
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """Also the run's folder name: nnU-Net's own folder names do not tell seeds or labeled counts apart."""
+        return f"{self.trainer}__labeled{self.labeled}__seed{self.seed}"
+
+    def describe(self) -> str:
+        labeled = "all labeled" if self.labeled == ALL_LABELED else f"{self.labeled} labeled"
+        return f"{self.trainer}, {labeled}, seed {self.seed}"
+
+
+@dataclass(frozen=True)
+class Protocol:
+    values: dict
+
+    @property
+    def name(self) -> str:
+        return self.values["name"]
+
+    @property
+    def configuration(self) -> str:
+        return self.values["configuration"]
+
+    @property
+    def plans_name(self) -> str:
+        return "nnUNetPlans_tiny" if self.values.get("tiny_plans") else "nnUNetPlans"
+
+    @property
+    def budget(self) -> Dict[str, int]:
+        return self.values["budget"]
+
+    @property
+    def total_steps(self) -> int:
+        return self.budget["num_epochs"] * self.budget["iterations_per_epoch"]
+
+    @property
+    def method_configs(self) -> Dict[str, dict]:
+        return self.values.get("method_configs", {})
+
+    @property
+    def cost_steps(self) -> int:
+        return self.values.get("cost_steps", 10)
+
+    @property
+    def runs(self) -> List[RunSpec]:
+        """Every run once, in execution order."""
+        runs: List[RunSpec] = []
+        for group in self.values["runs"]:
+            for seed in group["seeds"]:
+                for labeled in group["labeled"]:
+                    for trainer in group["trainers"]:
+                        spec = RunSpec(trainer, labeled, seed)
+                        if spec not in runs:
+                            runs.append(spec)
+        return runs
+
+    @property
+    def labeled_counts(self) -> List[Labeled]:
+        """Every labeled count of the protocol, increasing, the upper bound last."""
+        counts = {run.labeled for run in self.runs}
+        return sorted(c for c in counts if c != ALL_LABELED) + ([ALL_LABELED] if ALL_LABELED in counts else [])
+
+    def dataset_id(self, labeled: Labeled) -> int:
+        return self.values["first_dataset_id"] + self.labeled_counts.index(labeled)
+
+    def comparable_settings(self) -> dict:
+        """Everything that changes what a finished run means; results made under other settings must not mix."""
+        return {k: v for k, v in self.values.items() if k not in ("runs", "description", "cost_steps", "source")}
+
+
+def _check(values: dict) -> None:
+    problems = [f"missing key {k!r}" for k in REQUIRED_KEYS if k not in values]
+    unknown = sorted(set(values) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
+    problems += [f"unknown key {k!r}" for k in unknown]
+    if problems:
+        raise ProtocolError("; ".join(problems))
+    if values["protocol_version"] != PROTOCOL_VERSION:
+        problems.append(f"protocol_version {values['protocol_version']!r} is not supported "
+                        f"(this version of micd reads {PROTOCOL_VERSION})")
+    source = values["source"]
+    if not (isinstance(source, dict) and len(source) == 1 and next(iter(source)) in SOURCE_KINDS):
+        problems.append(f"source must be one of {[{k: 'path'} for k in SOURCE_KINDS]}, got {source!r}")
+    for key in ("source_dataset_id", "first_dataset_id"):
+        if not (isinstance(values[key], int) and 1 <= values[key] <= 999):
+            problems.append(f"{key} must be a dataset id in [1, 999], got {values[key]!r}")
+    for key in ("test_cases", "split_seed"):
+        if not (isinstance(values[key], int) and values[key] >= 0):
+            problems.append(f"{key} must be an integer >= 0, got {values[key]!r}")
+    budget = values["budget"]
+    if not (isinstance(budget, dict) and set(budget) == set(BUDGET_KEYS)
+            and all(isinstance(v, int) and v >= 1 for v in budget.values())):
+        problems.append(f"budget must give positive integers for exactly {list(BUDGET_KEYS)}, got {budget!r}")
+    tiny = values.get("tiny_plans")
+    if tiny is not None and not (isinstance(tiny, dict) and set(tiny) <= {"features", "batch_size"}):
+        problems.append(f"tiny_plans must be null or hold 'features' and/or 'batch_size', got {tiny!r}")
+    if not isinstance(values.get("method_configs", {}), dict):
+        problems.append("method_configs must map trainer names to MICD_CONFIG objects")
+    problems += _run_group_problems(values["runs"])
+    if problems:
+        raise ProtocolError("; ".join(problems))
+
+
+def _run_group_problems(groups) -> List[str]:
+    if not isinstance(groups, list) or not groups:
+        return ["runs must be a non-empty list of groups"]
+    problems = []
+    for i, group in enumerate(groups):
+        if not (isinstance(group, dict) and set(group) == {"trainers", "labeled", "seeds"}
+                and all(isinstance(group[k], list) and group[k] for k in group)):
+            problems.append(f"runs[{i}] must hold non-empty lists 'trainers', 'labeled' and 'seeds'")
+            continue
+        for labeled in group["labeled"]:
+            if labeled != ALL_LABELED and not (isinstance(labeled, int) and labeled >= 1):
+                problems.append(f"runs[{i}]: labeled counts are positive integers or {ALL_LABELED!r}, "
+                                f"got {labeled!r}")
+        if not all(isinstance(s, int) and s >= 0 for s in group["seeds"]):
+            problems.append(f"runs[{i}]: seeds must be integers >= 0")
+        if ALL_LABELED in group["labeled"]:
+            needing_unlabeled = [t for t in group["trainers"] if t != LABELED_ONLY_TRAINER]
+            if needing_unlabeled:
+                problems.append(f"runs[{i}]: {needing_unlabeled} need unlabeled cases, which {ALL_LABELED!r} "
+                                f"leaves none of")
+    return problems
+
+
+def protocol_path(name_or_path: str) -> str:
+    """A protocol file, or the name of a built-in one."""
+    if os.path.isfile(name_or_path):
+        return name_or_path
+    builtin = os.path.join(BUILTIN_FOLDER, name_or_path + ".json")
+    if os.path.isfile(builtin):
+        return builtin
+    available = sorted(f[:-5] for f in os.listdir(BUILTIN_FOLDER) if f.endswith(".json"))
+    raise FileNotFoundError(f"no protocol file {name_or_path!r}; built-in protocols: {available}")
+
+
+def load_protocol(name_or_path: str, source_override: Optional[str] = None) -> Tuple[Protocol, str]:
+    """The protocol and the file it came from; ``source_override`` replaces the source's path."""
+    path = protocol_path(name_or_path)
+    try:
+        with open(path) as f:
+            values = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ProtocolError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(values, dict):
+        raise ProtocolError(f"{path} must hold a JSON object")
+    _check(values)
+    if source_override is not None:
+        kind = next(iter(values["source"]))
+        values = {**values, "source": {kind: source_override}}
+    return Protocol(values), path

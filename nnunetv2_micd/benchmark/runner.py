@@ -1,0 +1,324 @@
+"""``micd benchmark``: every method through the same nnU-Net pipeline, resumable, with progress.
+
+Everything happens in one work folder, through nnU-Net's and micd's own commands::
+
+    <work>/nnUNet_raw, <work>/nnUNet_preprocessed   shared by all runs (one plans file, moved to every dataset)
+    <work>/runs/<run>/nnUNet_results                one results root per run: nnU-Net names its output folders
+                                                    only by trainer, plans, configuration and fold
+    <work>/runs/<run>/predictions                   test-split predictions and nnU-Net's summary.json
+    <work>/runs/<run>/train.log                     nnUNetv2_train's output
+    <work>/results.json                             finished runs (see nnunetv2_micd.benchmark.results)
+
+A run is finished once it is in results.json. Otherwise it continues where it stopped: training from
+``checkpoint_latest.pth`` (``nnUNetv2_train --c``), prediction and evaluation from scratch.
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from batchgenerators.utilities.file_and_folder_operations import isdir, isfile, join, load_json, maybe_mkdir_p, \
+    save_json, subdirs
+
+import nnunetv2_micd
+from nnunetv2_micd.benchmark.protocol import ALL_LABELED, Protocol, ProtocolError, RunSpec
+from nnunetv2_micd.benchmark.results import CURVE_KEYS, empty_results, load_results, save_results
+from nnunetv2_micd.commands import run_command
+from nnunetv2_micd.training.nnUNetTrainerBudget import EFFECTIVE_CONFIG_FILE
+
+RESULTS_FILE = "results.json"
+EPOCH_LINE = re.compile(r": Epoch (\d+)\s*$")
+
+
+def _format_duration(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "unknown"
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}"
+
+
+def _code_version() -> str:
+    """The package version, and the git commit when running from a checkout."""
+    folder = os.path.dirname(os.path.dirname(os.path.abspath(nnunetv2_micd.__file__)))
+    try:
+        commit = subprocess.run(["git", "-C", folder, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+        return f"{nnunetv2_micd.__version__}+{commit}"
+    except (OSError, subprocess.CalledProcessError):
+        return nnunetv2_micd.__version__
+
+
+class BenchmarkRunner:
+    def __init__(self, protocol: Protocol, work_folder: str, device: Optional[str] = None):
+        self.protocol = protocol
+        self.work = os.path.abspath(work_folder)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.started = time.time()
+        self.raw = join(self.work, "nnUNet_raw")
+        self.preprocessed = join(self.work, "nnUNet_preprocessed")
+        from nnunetv2_micd.cli import trainer_path
+        self.environment = {**os.environ, "nnUNet_raw": self.raw, "nnUNet_preprocessed": self.preprocessed,
+                            "nnUNet_results": join(self.work, "unused_results"),
+                            "nnUNet_extTrainer": trainer_path()}
+        self.environment.setdefault("nnUNet_def_n_proc", str(os.cpu_count() or 1))
+        for variable in ("MICD_CONFIG", "MICD_SEED", "MICD_SAVE_EVERY"):
+            self.environment.pop(variable, None)  # the protocol alone decides
+        self.results_file = join(self.work, RESULTS_FILE)
+        self.results: Optional[dict] = None
+
+    # ------------------------------------------------------------------ output
+    def say(self, message: str) -> None:
+        print(f"[micd benchmark {_format_duration(time.time() - self.started)}] {message}", flush=True)
+
+    def micd_command(self, *args) -> List[str]:
+        return [sys.executable, "-m", "nnunetv2_micd.cli", *map(str, args)]
+
+    # ------------------------------------------------------------------ datasets
+    @property
+    def source_name(self) -> str:
+        prefix = f"Dataset{self.protocol.values['source_dataset_id']:03d}_"
+        found = subdirs(self.raw, prefix=prefix, join=False) if isdir(self.raw) else []
+        if len(found) != 1:
+            raise FileNotFoundError(f"expected one source dataset {prefix}* in {self.raw}, found {found}")
+        return found[0]
+
+    def dataset_name(self, labeled) -> str:
+        return f"Dataset{self.protocol.dataset_id(labeled):03d}_{self.source_name.split('_', 1)[1]}"
+
+    def prepare(self) -> None:
+        """Source dataset, one plans file, every semi-supervised dataset, preprocessed. Each step is skipped when
+        its output exists, so a resumed benchmark starts training at once."""
+        for folder in (self.raw, self.preprocessed):
+            maybe_mkdir_p(folder)
+        self._import_source()
+        self._plan_source()
+        for labeled in self.protocol.labeled_counts:
+            self._make_dataset(labeled)
+        self._check_nested_splits()
+        if isfile(self.results_file):
+            self.results = load_results(self.results_file)
+            self._refuse_other_protocol(self.results["protocol"])
+        else:
+            self.results = empty_results(self.protocol.values, self._labels())
+            save_results(self.results, self.results_file)
+
+    def _import_source(self) -> None:
+        source_id = self.protocol.values["source_dataset_id"]
+        if isdir(self.raw) and subdirs(self.raw, prefix=f"Dataset{source_id:03d}_"):
+            return
+        (kind, path), = self.protocol.values["source"].items()
+        path = os.path.abspath(path)
+        if not isdir(path):
+            raise FileNotFoundError(f"source {kind} {path} does not exist (give another with --source)")
+        self.say(f"importing the source dataset from {path}")
+        if kind == "msd_task_folder":
+            run_command(["nnUNetv2_convert_MSD_dataset", "-i", path, "-overwrite_id", str(source_id), "-np", "2"],
+                        self.environment)
+        else:
+            name = os.path.basename(path.rstrip("/")).split("_", 1)[-1]
+            shutil.copytree(path, join(self.raw, f"Dataset{source_id:03d}_{name}"))
+
+    def _plan_source(self) -> None:
+        plans_file = join(self.preprocessed, self.source_name, self.protocol.plans_name + ".json")
+        if isfile(plans_file):
+            return
+        self.say(f"planning {self.source_name} once for every dataset of the protocol")
+        run_command(["nnUNetv2_plan_and_preprocess", "-d", str(self.protocol.values["source_dataset_id"]),
+                     "--no_pp", "-npfp", "2"], self.environment)
+        tiny = self.protocol.values.get("tiny_plans")
+        if tiny:
+            features = ",".join(map(str, tiny.get("features", (8, 16, 32, 64))))
+            run_command(self.micd_command("tiny-plans", "-d", self.source_name, "--features", features,
+                                          "--batch-size", tiny.get("batch_size", 2)), self.environment)
+
+    def _make_dataset(self, labeled) -> None:
+        name, plans = self.dataset_name(labeled), self.protocol.plans_name
+        configuration = self.protocol.configuration
+        done_marker = join(self.preprocessed, name, f".micd_benchmark_{plans}_{configuration}_done")
+        if isfile(done_marker):
+            return
+        self.say(f"making and preprocessing {name} ({labeled} labeled)")
+        if not isdir(join(self.raw, name)):
+            run_command(self.micd_command("make-ssl-dataset", "-d", self.source_name, "-o", name, "--labeled",
+                                          "100%" if labeled == ALL_LABELED else labeled, "--test",
+                                          self.protocol.values["test_cases"], "--seed",
+                                          self.protocol.values["split_seed"]), self.environment)
+        # nnU-Net's trainer keeps a copy of the fingerprint, its preprocessor reads dataset.json from here (what
+        # nnUNetv2_plan_and_preprocess would have written); the plans are the source's
+        run_command(["nnUNetv2_extract_fingerprint", "-d", str(self.protocol.dataset_id(labeled)), "-np", "2"],
+                    self.environment)
+        shutil.copy(join(self.raw, name, "dataset.json"), join(self.preprocessed, name))
+        run_command(["nnUNetv2_move_plans_between_datasets", "-s", self.source_name, "-t", name, "-sp", plans,
+                     "-tp", plans], self.environment)
+        run_command(["nnUNetv2_preprocess", "-d", str(self.protocol.dataset_id(labeled)), "-plans_name", plans,
+                     "-c", configuration, "-np", "2"], self.environment)
+        if load_json(join(self.raw, name, "dataset.json"))["numUnlabeled"] > 0:
+            run_command(self.micd_command("preprocess-unlabeled", "-d", name, "-c", configuration, "-p", plans,
+                                          "-np", "2"), self.environment)
+        with open(done_marker, "w"):
+            pass
+
+    def _split(self, labeled) -> Dict[str, List[str]]:
+        return load_json(join(self.raw, self.dataset_name(labeled), "ssl_manifest.json"))["splits"]
+
+    def _check_nested_splits(self) -> None:
+        """Every dataset must test on the same cases, and smaller labeled sets must lie inside larger ones."""
+        splits = [self._split(labeled) for labeled in self.protocol.labeled_counts]
+        for smaller, larger in zip(splits, splits[1:]):
+            if smaller["test"] != larger["test"] or not set(smaller["labeled"]) <= set(larger["labeled"]):
+                raise ProtocolError(f"the datasets in {self.raw} are not nested splits with one test split; "
+                                    f"remove them and run again")
+
+    def _labels(self) -> Dict[str, str]:
+        labels = load_json(join(self.raw, self.source_name, "dataset.json"))["labels"]
+        return {str(value): name for name, value in labels.items() if isinstance(value, int) and value > 0}
+
+    def _refuse_other_protocol(self, recorded: dict) -> None:
+        mine, theirs = self.protocol.comparable_settings(), Protocol(recorded).comparable_settings()
+        if theirs != mine:
+            changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+            raise ProtocolError(f"{self.results_file} holds runs made under other protocol settings "
+                                f"({', '.join(changed)}); use another work folder")
+        self.results["protocol"] = self.protocol.values  # runs may have been added
+
+    # ------------------------------------------------------------------ runs
+    def run_folder(self, run: RunSpec) -> str:
+        return join(self.work, "runs", run.name)
+
+    def model_folder(self, run: RunSpec) -> str:
+        return join(self.run_folder(run), "nnUNet_results", self.dataset_name(run.labeled),
+                    f"{run.trainer}__{self.protocol.plans_name}__{self.protocol.configuration}", "fold_all")
+
+    def run_environment(self, run: RunSpec) -> Dict[str, str]:
+        budget = self.protocol.budget
+        environment = {**self.environment, "nnUNet_results": join(self.run_folder(run), "nnUNet_results"),
+                       "MICD_NUM_EPOCHS": str(budget["num_epochs"]),
+                       "MICD_ITERS_PER_EPOCH": str(budget["iterations_per_epoch"]),
+                       "MICD_VAL_ITERS": str(budget["val_iterations"]), "MICD_SEED": str(run.seed)}
+        config = self.protocol.method_configs.get(run.trainer)
+        if config:
+            config_file = join(self.work, "method_configs", run.trainer + ".json")
+            maybe_mkdir_p(os.path.dirname(config_file))
+            save_json(config, config_file)
+            environment["MICD_CONFIG"] = config_file
+        return environment
+
+    def run_all(self) -> dict:
+        self.prepare()
+        runs = self.protocol.runs
+        done = [run for run in runs if run.name in self.results["runs"]]
+        self.say(f"protocol {self.protocol.name}: {len(runs)} runs, {len(done)} already finished, "
+                 f"{self.protocol.total_steps} steps each, on {self.device}; work folder {self.work}")
+        for number, run in enumerate(runs, start=1):
+            if run.name in self.results["runs"]:
+                continue
+            self.say(f"run {number}/{len(runs)}: {run.describe()} (protocol time left: "
+                     f"{_format_duration(self.estimated_seconds_left(runs))})")
+            self.results["runs"][run.name] = self.run_one(run)
+            save_results(self.results, self.results_file)
+            entry = self.results["runs"][run.name]
+            self.say(f"run {number}/{len(runs)} finished: mean test Dice {entry['mean_dice']:.4f} "
+                     f"({_format_duration(entry['train_seconds'])} training)")
+        self.say(f"all {len(runs)} runs finished; results in {self.results_file}")
+        return self.results
+
+    def estimated_seconds_left(self, runs: List[RunSpec]) -> Optional[float]:
+        """From the finished runs of each trainer; unknown until every remaining trainer has finished once."""
+        finished = self.results["runs"].values()
+        seconds: Dict[str, List[float]] = {}
+        for entry in finished:
+            seconds.setdefault(entry["trainer"], []).append(entry["train_seconds"] + entry["predict_seconds"])
+        remaining = [run for run in runs if run.name not in self.results["runs"]]
+        if any(run.trainer not in seconds for run in remaining):
+            return None
+        return sum(float(np.mean(seconds[run.trainer])) for run in remaining)
+
+    def run_one(self, run: RunSpec) -> dict:
+        environment = self.run_environment(run)
+        model_folder = self.model_folder(run)
+        train_seconds = self._train(run, environment, model_folder)
+        start = time.time()
+        predictions = self._predict_and_evaluate(run, environment)
+        return self._collect(run, model_folder, predictions, train_seconds, time.time() - start)
+
+    def _train(self, run: RunSpec, environment: Dict[str, str], model_folder: str) -> float:
+        """Trains, or continues an interrupted training; returns the training time of all attempts."""
+        timing_file = join(self.run_folder(run), "train_seconds.json")
+        spent = load_json(timing_file)["seconds"] if isfile(timing_file) else 0.0
+        if isfile(join(model_folder, "checkpoint_final.pth")):
+            return spent
+        maybe_mkdir_p(self.run_folder(run))
+        command = ["nnUNetv2_train", str(self.protocol.dataset_id(run.labeled)), self.protocol.configuration, "all",
+                   "-tr", run.trainer, "-p", self.protocol.plans_name, "-device", self.device]
+        if isfile(join(model_folder, "checkpoint_latest.pth")):
+            command.append("--c")
+            self.say("  continuing the interrupted training from its last checkpoint")
+        epochs = self.protocol.budget["num_epochs"]
+        start, first_epoch = time.time(), [None]
+
+        def show_progress(line: str) -> None:
+            match = EPOCH_LINE.search(line)
+            if match is None:
+                return
+            epoch = int(match.group(1))
+            if first_epoch[0] is None:
+                first_epoch[0] = epoch
+            done = epoch - first_epoch[0]
+            left = (time.time() - start) / done * (epochs - epoch) if done else None
+            self.say(f"  epoch {epoch + 1}/{epochs}, run time left {_format_duration(left)}")
+
+        try:
+            run_command(command, environment, join(self.run_folder(run), "train.log"), show_progress)
+        finally:
+            save_json({"seconds": spent + time.time() - start}, timing_file)
+        return spent + time.time() - start
+
+    def _predict_and_evaluate(self, run: RunSpec, environment: Dict[str, str]) -> str:
+        """Predicts the test split from checkpoint_final.pth with nnUNetv2_predict and evaluates with
+        nnUNetv2_evaluate_folder; a partial prediction folder from an interruption is replaced."""
+        name = self.dataset_name(run.labeled)
+        predictions = join(self.run_folder(run), "predictions")
+        if isdir(predictions):
+            shutil.rmtree(predictions)
+        self.say("  predicting and evaluating the test split")
+        run_command(["nnUNetv2_predict", "-i", join(self.raw, name, "imagesTs"), "-o", predictions, "-d", name,
+                     "-c", self.protocol.configuration, "-p", self.protocol.plans_name, "-tr", run.trainer,
+                     "-f", "all", "-chk", "checkpoint_final.pth", "-device", self.device, "-npp", "1", "-nps", "1"],
+                    environment, join(self.run_folder(run), "predict.log"))
+        run_command(["nnUNetv2_evaluate_folder", join(self.raw, name, "labelsTs"), predictions,
+                     "-djfile", join(self.preprocessed, name, "dataset.json"),
+                     "-pfile", join(self.preprocessed, name, self.protocol.plans_name + ".json"),
+                     "-np", environment["nnUNet_def_n_proc"]], environment,
+                    join(self.run_folder(run), "predict.log"))
+        return predictions
+
+    def _collect(self, run: RunSpec, model_folder: str, predictions: str, train_seconds: float,
+                 predict_seconds: float) -> dict:
+        summary = load_json(join(predictions, "summary.json"))
+        split = self._split(run.labeled)
+        checkpoint = torch.load(join(model_folder, "checkpoint_final.pth"), map_location="cpu", weights_only=False)
+        curves = {key: [float(v) for v in checkpoint["logging"][key]] for key in CURVE_KEYS}
+        case_mean_dice = {}
+        for case in summary["metric_per_case"]:
+            dice = [m["Dice"] for m in case["metrics"].values() if not np.isnan(m["Dice"])]
+            case_name = os.path.basename(case["reference_file"]).split(".")[0]
+            case_mean_dice[case_name] = float(np.mean(dice)) if dice else None
+        return {
+            "trainer": run.trainer, "labeled": run.labeled, "seed": run.seed,
+            "num_labeled": len(split["labeled"]), "num_unlabeled": len(split["unlabeled"]),
+            "num_test": len(split["test"]), "dataset": self.dataset_name(run.labeled),
+            "steps": self.protocol.total_steps, "train_seconds": round(train_seconds, 1),
+            "predict_seconds": round(predict_seconds, 1),
+            "dice": {label: float(values["Dice"]) for label, values in summary["mean"].items()},
+            "mean_dice": float(summary["foreground_mean"]["Dice"]),
+            "case_mean_dice": case_mean_dice, "curves": curves,
+            "method_config": load_json(join(model_folder, EFFECTIVE_CONFIG_FILE)),
+            "code_version": _code_version(), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }

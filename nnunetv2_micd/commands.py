@@ -1,0 +1,30 @@
+"""Running nnU-Net's commands as a user would, with their output kept and their failures explained."""
+import subprocess
+import sys
+from collections import deque
+from typing import Callable, Dict, List, Optional
+
+
+def run_command(command: List[str], environment: Dict[str, str], log_file: Optional[str] = None,
+                on_line: Optional[Callable[[str], None]] = None) -> None:
+    """Runs ``command``, passing every output line to ``on_line`` and appending it to ``log_file``. On failure the
+    last lines are printed and a RuntimeError names the command."""
+    recent = deque(maxlen=40)
+    log = open(log_file, "a") if log_file is not None else None
+    try:
+        with subprocess.Popen(command, env={**environment, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) as process:
+            for line in process.stdout:
+                recent.append(line)
+                if log is not None:
+                    log.write(line)
+                    log.flush()
+                if on_line is not None:
+                    on_line(line)
+    finally:
+        if log is not None:
+            log.close()
+    if process.returncode != 0:
+        sys.stdout.writelines(recent)
+        where = f" (full output: {log_file})" if log_file is not None else ""
+        raise RuntimeError(f"{' '.join(command)} failed with exit code {process.returncode}{where}")
