@@ -22,7 +22,7 @@ import torch
 
 from nnunetv2_micd.method.ema import ema_update_
 from nnunetv2_micd.method.masking import apply_mask
-from nnunetv2_micd.training.nnUNetTrainerMICD import GRADIENT_CLIP_NORM
+from nnunetv2_micd.training.nnUNetTrainerSemiSupervised import GRADIENT_CLIP_NORM
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -81,7 +81,7 @@ def _loss_of(output) -> torch.Tensor:
 
 def method_parts(trainer, data: torch.Tensor, unlabeled: torch.Tensor) -> Dict[str, Callable[[], None]]:
     """The passes one MICD step needs, each as a function that runs it alone."""
-    config = trainer.micd_config
+    config = trainer.method_config
     students = trainer.dual_network.branches
     x = torch.cat((data, unlabeled))
     x_masked = apply_mask(x, trainer._block_mask(x))

@@ -2,15 +2,15 @@
 
 ``nnUNetv2_train`` takes no extra flags, so both are changed through the environment:
 
-- ``MICD_CONFIG=path/to/config.json`` overrides any field of :class:`MICDConfig` (unknown keys or bad values stop
-  training before it starts);
+- ``MICD_CONFIG=path/to/config.json`` overrides any field of the trainer's configuration (:class:`MICDConfig`,
+  :class:`MeanTeacherConfig`; unknown keys or bad values stop training before it starts);
 - ``MICD_NUM_EPOCHS``, ``MICD_ITERS_PER_EPOCH``, ``MICD_VAL_ITERS``, ``MICD_SAVE_EVERY`` and ``MICD_SEED`` set the
   :class:`TrainingBudget`.
 """
 import json
 import os
 from dataclasses import asdict, dataclass, fields
-from typing import Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 CLASS_WEIGHTING_MODES = ("dhc", "none")
 CMD_MODES = ("own", "cross")
@@ -22,68 +22,43 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class MICDConfig:
+class SemiSupervisedConfig:
+    """What every semi-supervised trainer of this package shares, so that methods compare at equal settings."""
     #: λ_max, the weight of the unsupervised terms after ramp-up (DHC used 0.1)
     lambda_max: float = 0.1
     #: ramp-up length T as a fraction of all optimizer steps of the training
     rampup_fraction: float = 0.4
-    #: relative weights of the three unsupervised terms
-    weight_mcpc: float = 1.0
-    weight_cfc: float = 1.0
-    weight_cmd: float = 1.0
-    #: fraction of blocks zeroed in the masked copies (0 disables masking: plain cross pseudo supervision)
-    mask_ratio: float = 0.5
-    #: block size per axis in voxels; None = patch size / 8, at least 4
-    mask_block_size: Optional[Tuple[int, ...]] = None
     #: EMA decay α of the teachers
     ema_decay: float = 0.99
-    #: DHC-style class weights in MCPC ("dhc") or none
-    class_weighting: str = "dhc"
-    #: momentum of the class-weight statistics
-    class_weight_momentum: float = 0.99
-    #: CMD: each student follows its own teacher ("own") or the other branch's teacher ("cross")
-    cmd_mode: str = "own"
-    #: prediction: average of both students' logits, student A alone, or the average of both teachers
-    inference_mode: str = "ensemble"
     #: unlabeled patches per step; None = the plans' batch size
     unlabeled_batch_size: Optional[int] = None
 
     def __post_init__(self):
-        problems = []
-        for name in ("lambda_max", "weight_mcpc", "weight_cfc", "weight_cmd"):
-            if not getattr(self, name) >= 0:
-                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("rampup_fraction", "mask_ratio", "ema_decay", "class_weight_momentum"):
-            if not 0 <= getattr(self, name) <= 1:
-                problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        for name, allowed in (("class_weighting", CLASS_WEIGHTING_MODES), ("cmd_mode", CMD_MODES),
-                              ("inference_mode", INFERENCE_MODES)):
-            if getattr(self, name) not in allowed:
-                problems.append(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if self.mask_block_size is not None and (
-                not isinstance(self.mask_block_size, (tuple, list)) or
-                not all(isinstance(b, int) and b >= 1 for b in self.mask_block_size)):
-            problems.append(f"mask_block_size must be null or a list of positive integers, "
-                            f"got {self.mask_block_size!r}")
+        problems = self.problems()
+        if problems:
+            raise ConfigError(f"invalid {self.__class__.__name__}: " + "; ".join(problems))
+
+    def problems(self) -> List[str]:
+        problems = [] if self.lambda_max >= 0 else [f"lambda_max must be >= 0, got {self.lambda_max}"]
+        problems += _fraction_problems(self, ("rampup_fraction", "ema_decay"))
         if self.unlabeled_batch_size is not None and not (
                 isinstance(self.unlabeled_batch_size, int) and self.unlabeled_batch_size >= 1):
             problems.append(f"unlabeled_batch_size must be null or a positive integer, "
                             f"got {self.unlabeled_batch_size!r}")
-        if problems:
-            raise ConfigError("invalid MICD configuration: " + "; ".join(problems))
+        return problems
 
     @classmethod
-    def from_dict(cls, values: dict) -> "MICDConfig":
+    def from_dict(cls, values: dict) -> "SemiSupervisedConfig":
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(f"unknown MICD configuration key(s) {unknown}; known keys: {sorted(known)}")
-        if values.get("mask_block_size") is not None and isinstance(values["mask_block_size"], list):
+            raise ConfigError(f"unknown {cls.__name__} key(s) {unknown}; known keys: {sorted(known)}")
+        if isinstance(values.get("mask_block_size"), list):
             values = {**values, "mask_block_size": tuple(values["mask_block_size"])}
         return cls(**values)
 
     @classmethod
-    def from_environment(cls, **fixed) -> "MICDConfig":
+    def from_environment(cls, **fixed) -> "SemiSupervisedConfig":
         """Defaults, updated by the JSON file in MICD_CONFIG; ``fixed`` are the fields a trainer variant sets,
         which the file may not change."""
         values = {}
@@ -104,9 +79,64 @@ class MICDConfig:
 
     def to_dict(self) -> dict:
         values = asdict(self)
-        if values["mask_block_size"] is not None:
+        if values.get("mask_block_size") is not None:
             values["mask_block_size"] = list(values["mask_block_size"])
         return values
+
+
+def _fraction_problems(config, names: Sequence[str]) -> List[str]:
+    return [f"{name} must be in [0, 1], got {getattr(config, name)}" for name in names
+            if not 0 <= getattr(config, name) <= 1]
+
+
+@dataclass(frozen=True)
+class MeanTeacherConfig(SemiSupervisedConfig):
+    #: standard deviation of the Gaussian noise added to the teacher's input (clipped at two deviations)
+    input_noise: float = 0.1
+
+    def problems(self) -> List[str]:
+        problems = super().problems()
+        return problems + ([] if self.input_noise >= 0 else [f"input_noise must be >= 0, got {self.input_noise}"])
+
+
+@dataclass(frozen=True)
+class MICDConfig(SemiSupervisedConfig):
+    #: relative weights of the three unsupervised terms
+    weight_mcpc: float = 1.0
+    weight_cfc: float = 1.0
+    weight_cmd: float = 1.0
+    #: fraction of blocks zeroed in the masked copies (0 disables masking: plain cross pseudo supervision)
+    mask_ratio: float = 0.5
+    #: block size per axis in voxels; None = patch size / 8, at least 4
+    mask_block_size: Optional[Tuple[int, ...]] = None
+    #: DHC-style class weights in MCPC ("dhc") or none
+    class_weighting: str = "dhc"
+    #: momentum of the class-weight statistics
+    class_weight_momentum: float = 0.99
+    #: CMD: each student follows its own teacher ("own") or the other branch's teacher ("cross")
+    cmd_mode: str = "own"
+    #: prediction: average of both students' logits, student A alone, or the average of both teachers
+    inference_mode: str = "ensemble"
+
+    def problems(self) -> List[str]:
+        problems = super().problems()
+        problems += [f"{name} must be >= 0, got {getattr(self, name)}"
+                     for name in ("weight_mcpc", "weight_cfc", "weight_cmd") if not getattr(self, name) >= 0]
+        problems += _fraction_problems(self, ("mask_ratio", "class_weight_momentum"))
+        for name, allowed in (("class_weighting", CLASS_WEIGHTING_MODES), ("cmd_mode", CMD_MODES),
+                              ("inference_mode", INFERENCE_MODES)):
+            if getattr(self, name) not in allowed:
+                problems.append(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.mask_block_size is not None and (
+                not isinstance(self.mask_block_size, (tuple, list)) or
+                not all(isinstance(b, int) and b >= 1 for b in self.mask_block_size)):
+            problems.append(f"mask_block_size must be null or a list of positive integers, "
+                            f"got {self.mask_block_size!r}")
+        return problems
+
+    @property
+    def uses_teachers(self) -> bool:
+        return self.weight_cmd > 0 or self.inference_mode == "teachers"
 
 
 def _positive_int_from_environment(name: str, default: Optional[int], minimum: int = 1) -> Optional[int]:

@@ -22,3 +22,4 @@ class nnUNetTrainerMICD_noMask(nnUNetTrainerMICD):
 class nnUNetTrainerMICD_homogeneous(nnUNetTrainerMICD):
     """Branch B has the same architecture as branch A (only the initialisation differs)."""
     heterogeneous_branches = False
+

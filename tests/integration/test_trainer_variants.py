@@ -66,10 +66,41 @@ def test_micd_trainers_take_a_step(environment, name, absent_term):
         student_moved = [s - b for s, b in zip(student.parameters(), student_before)]
         # the teacher moved exactly 1 - decay of the way towards the updated student
         for m, s in zip(moved, student_moved):
-            torch.testing.assert_close(m, (1 - trainer.micd_config.ema_decay) * s)
+            torch.testing.assert_close(m, (1 - trainer.method_config.ema_decay) * s)
     branch_types = [type(b).__name__ for b in trainer.dual_network.branches]
     expected_b = "PlainConvUNet" if name.endswith("homogeneous") else "ResidualEncoderUNet"
     assert branch_types == ["PlainConvUNet", expected_b]
+
+
+def test_cps_is_micd_without_masking_features_teachers_and_class_weights(environment):
+    trainer = _trainer(environment, "nnUNetTrainerCPS")
+    trainer.initialize()
+    outputs = _one_step(trainer)
+    assert {"loss_mcpc", "loss_sup", "loss"} <= set(outputs) and not {"loss_cfc", "loss_cmd"} & set(outputs)
+    assert trainer.teachers == []  # nothing would use them
+    assert [type(b).__name__ for b in trainer.dual_network.branches] == ["PlainConvUNet", "PlainConvUNet"]
+    assert trainer.method_config.mask_ratio == 0 and trainer.method_config.class_weighting == "none"
+
+
+def test_mean_teacher_takes_a_step(environment):
+    trainer = _trainer(environment, "nnUNetTrainerMeanTeacher")
+    trainer.initialize()
+    (teacher,), (student,) = trainer.teachers, trainer.students
+    assert type(student).__name__ == "PlainConvUNet"  # nnU-Net's own network: plain nnU-Net predicts with it
+    teacher_before, student_before = _parameters(teacher), _parameters(student)
+    outputs = _one_step(trainer)
+    assert np.isfinite(outputs["loss"]) and outputs["loss_sup"] > 0 and outputs["loss_consistency"] > 0
+    assert not {"loss_mcpc", "loss_cfc", "loss_cmd"} & set(outputs)
+    for t, tb, s, sb in zip(teacher.parameters(), teacher_before, student.parameters(), student_before):
+        torch.testing.assert_close(t - tb, (1 - trainer.method_config.ema_decay) * (s - sb))
+
+
+def test_mean_teacher_refuses_micd_keys(environment, tmp_path, monkeypatch):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"weight_cfc": 0.5}))
+    monkeypatch.setenv("MICD_CONFIG", str(config))
+    with pytest.raises(ConfigError, match=r"unknown MeanTeacherConfig key\(s\) \['weight_cfc'\]"):
+        _trainer(environment, "nnUNetTrainerMeanTeacher")
 
 
 def test_budget_trainer_honours_the_budget(environment):
@@ -112,7 +143,7 @@ def test_nnunet_predictor_uses_the_configured_inference_weights(environment, tmp
 
 
 @pytest.mark.parametrize("content, message", [
-    ('{"lamda_max": 1}', "unknown MICD configuration key"),
+    ('{"lamda_max": 1}', "unknown MICDConfig key"),
     ('{"mask_ratio": 1.5}', r"mask_ratio must be in \[0, 1\]"),
     ('{"cmd_mode": "mine"}', "cmd_mode must be one of"),
     ("not json", "cannot be read"),

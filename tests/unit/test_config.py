@@ -16,7 +16,7 @@ def test_defaults_are_valid_and_round_trip():
     ({"inference_mode": "best"}, "inference_mode must be one of"),
     ({"mask_block_size": [4, 0, 4]}, "mask_block_size must be null or a list of positive integers"),
     ({"unlabeled_batch_size": 0}, "unlabeled_batch_size must be null or a positive integer"),
-    ({"lambda": 1}, r"unknown MICD configuration key\(s\) \['lambda'\]"),
+    ({"lambda": 1}, r"unknown MICDConfig key\(s\) \['lambda'\]"),
 ])
 def test_bad_values_are_named(values, message):
     with pytest.raises(ConfigError, match=message):

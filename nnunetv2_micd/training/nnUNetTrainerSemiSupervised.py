@@ -1,0 +1,265 @@
+"""What every semi-supervised trainer of this package shares, so that the methods differ only in their losses.
+
+nnU-Net keeps everything it does: planning, the labeled loader and augmentation, Dice+CE with deep supervision,
+the optimizer and schedule, validation, checkpoint selection and sliding-window inference. This base class adds
+the unlabeled loader (same patch size and augmentation), the ramp-up of the unsupervised weight, EMA teachers,
+one training step (autocast, one grad scaler, gradient clipping per student, a non-finite-loss stop) and
+checkpoints that carry the method's training state. A method implements :meth:`compute_losses`.
+"""
+import os
+from typing import Dict, List, Tuple, Union
+
+import numpy as np
+import torch
+from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
+from batchgenerators.utilities.file_and_folder_operations import join, load_json
+from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
+from nnunetv2.utilities.helpers import dummy_context
+from torch import autocast, nn
+from torch._dynamo import OptimizedModule
+
+from nnunetv2_micd.dataloading.unlabeled_loader import UnlabeledDataLoader, make_augmenter, nnUNetDatasetUnlabeled
+from nnunetv2_micd.dataset.preprocess_unlabeled import RECORD_FILE, preprocessing_signature, unlabeled_data_folder
+from nnunetv2_micd.method.config import ConfigError, SemiSupervisedConfig
+from nnunetv2_micd.method.ema import ema_update_
+from nnunetv2_micd.method.rampup import gaussian_rampup
+from nnunetv2_micd.training.micd_logger import MICDLocalLogger
+from nnunetv2_micd.training.nnUNetTrainerBudget import nnUNetTrainerBudget
+
+GRADIENT_CLIP_NORM = 12  # nnU-Net's
+
+
+def highest_resolution(output: Union[torch.Tensor, List[torch.Tensor]]) -> torch.Tensor:
+    return output[0] if isinstance(output, (list, tuple)) else output
+
+
+def first_samples(output: Union[torch.Tensor, List[torch.Tensor]], n: int):
+    """The first ``n`` samples of an output, per deep-supervision scale when there are several."""
+    return [o[:n] for o in output] if isinstance(output, (list, tuple)) else output[:n]
+
+
+class nnUNetTrainerSemiSupervised(nnUNetTrainerBudget):
+    config_class = SemiSupervisedConfig
+    #: configuration fields fixed by a trainer variant (MICD_CONFIG may still change the others)
+    config_overrides: Dict = {}
+    #: what the method logs per epoch next to nnU-Net's keys (means of the train_step outputs, plus λ(t))
+    log_keys: Tuple[str, ...] = ("loss_sup", "unsupervised_weight")
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.method_config = self.config_class.from_environment(**self.config_overrides)
+        self._refuse_unsupported_modes()
+        self.logger.local_logger = MICDLocalLogger(self.log_keys)
+        self.teachers: List[nn.Module] = []
+        self.optimizer_step = 0
+        self.dataloader_unlabeled = None
+
+    def _refuse_unsupported_modes(self) -> None:
+        unsupported = [name for name, present in (("region-based training", self.label_manager.has_regions),
+                                                  ("an ignore label", self.label_manager.has_ignore_label),
+                                                  ("the cascade", self.is_cascaded),
+                                                  ("multi-GPU training (-num_gpus > 1)", self.is_ddp)) if present]
+        if unsupported:
+            raise ConfigError(f"{self.__class__.__name__} does not support {' or '.join(unsupported)}")
+
+    def effective_config(self) -> dict:
+        return {**super().effective_config(), "method": self.method_config.to_dict()}
+
+    @property
+    def plain_network(self) -> nn.Module:
+        """The network without DDP or torch.compile wrappers."""
+        network = self.network.module if self.is_ddp else self.network
+        return network._orig_mod if isinstance(network, OptimizedModule) else network
+
+    @property
+    def students(self) -> Tuple[nn.Module, ...]:
+        """The networks trained by backpropagation, each with its teacher at the same index in :attr:`teachers`."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ data
+    def on_train_start(self):
+        self._check_unlabeled_data()  # before any worker starts
+        super().on_train_start()
+        self.print_to_log_file(f"{self.config_class.__name__}:", self.method_config.to_dict(), add_timestamp=False)
+
+    @property
+    def unlabeled_folder(self) -> str:
+        return unlabeled_data_folder(self.preprocessed_dataset_folder_base, self.configuration_manager.data_identifier)
+
+    def _check_unlabeled_data(self) -> None:
+        """The unlabeled data must exist and come from these plans' preprocessing settings."""
+        folder = self.unlabeled_folder
+        dataset = self.plans_manager.dataset_name
+        command = (f"micd preprocess-unlabeled -d {dataset} -c {self.configuration_name} "
+                   f"-p {self.plans_manager.plans_name}")
+        try:
+            nnUNetDatasetUnlabeled(folder)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{e} For this training: put the unlabeled images in nnUNet_raw/{dataset}/"
+                                    f"imagesUnlabeled and run {command}") from None
+        made_with = load_json(join(folder, RECORD_FILE))["preprocessing_signature"]
+        if made_with != preprocessing_signature(self.plans_manager, self.configuration_name, self.dataset_json):
+            raise ConfigError(f"the unlabeled data in {folder} was preprocessed with other plans settings than "
+                              f"{self.plans_manager.plans_name} ({self.configuration_name}); run {command}")
+
+    def get_dataloaders(self):
+        dataloader_train, dataloader_val = super().get_dataloaders()
+        self.dataloader_unlabeled = self._build_unlabeled_dataloader()
+        return dataloader_train, dataloader_val
+
+    def _build_unlabeled_dataloader(self):
+        """Same patch size and training augmentation as the labeled loader, without deep-supervision targets."""
+        patch_size = self.configuration_manager.patch_size
+        rotation, do_dummy_2d, initial_patch_size, mirror_axes = \
+            self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        transforms = self.get_training_transforms(patch_size, rotation, None, mirror_axes, do_dummy_2d,
+                                                  use_mask_for_norm=self.configuration_manager.use_mask_for_norm,
+                                                  foreground_labels=self.label_manager.foreground_labels)
+        batch_size = self.method_config.unlabeled_batch_size or self.batch_size
+        loader = UnlabeledDataLoader(nnUNetDatasetUnlabeled(self.unlabeled_folder), batch_size, initial_patch_size,
+                                     patch_size, self.label_manager, transforms)
+        augmenter = make_augmenter(loader, get_allowed_n_proc_DA(), pin_memory=self.device.type == "cuda")
+        next(augmenter)
+        return augmenter
+
+    def on_train_end(self):
+        super().on_train_end()
+        if isinstance(self.dataloader_unlabeled, NonDetMultiThreadedAugmenter):
+            self.dataloader_unlabeled._finish()
+
+    # ------------------------------------------------------------------ training step
+    @property
+    def rampup_steps(self) -> int:
+        return round(self.method_config.rampup_fraction * self.budget.total_steps)
+
+    @property
+    def unsupervised_weight(self) -> float:
+        return gaussian_rampup(self.optimizer_step, self.rampup_steps, self.method_config.lambda_max)
+
+    def compute_losses(self, data: torch.Tensor, target, unlabeled: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Every term for one labeled and one unlabeled batch; ``loss`` is what is minimised."""
+        raise NotImplementedError
+
+    def train_step(self, batch: dict) -> dict:
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
+            else target.to(self.device, non_blocking=True)
+        unlabeled = next(self.dataloader_unlabeled)["data"].to(self.device, non_blocking=True)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+            losses = self.compute_losses(data, target, unlabeled)
+        self._refuse_non_finite(losses)
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(losses["loss"]).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+        else:
+            losses["loss"].backward()
+        for student in self.students:
+            torch.nn.utils.clip_grad_norm_(student.parameters(), GRADIENT_CLIP_NORM)
+        if self.grad_scaler is not None:
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            self.optimizer.step()
+        for teacher, student in zip(self.teachers, self.students):
+            ema_update_(teacher, student, self.method_config.ema_decay)
+        self.optimizer_step += 1
+        return {key: value.detach().cpu().numpy() for key, value in losses.items()}
+
+    def _refuse_non_finite(self, losses: Dict[str, torch.Tensor]) -> None:
+        """Stops before a non-finite loss reaches the weights (one host sync per step)."""
+        if bool(torch.isfinite(losses["loss"])):
+            return
+        terms = [k for k, v in losses.items() if k.startswith("loss_") and not bool(torch.isfinite(v))]
+        raise FloatingPointError(
+            f"non-finite loss at optimizer step {self.optimizer_step} (epoch {self.current_epoch}) in "
+            f"{', '.join(terms) or 'the weighted sum'}; the weights were not updated. Continue from the last "
+            f"checkpoint with --c, or lower lambda_max or the learning rate if it happens again.")
+
+    def on_train_epoch_end(self, train_outputs: List[dict]):
+        super().on_train_epoch_end(train_outputs)
+        for key in self.log_keys:
+            if key == "unsupervised_weight":
+                value = self.unsupervised_weight
+            else:  # terms switched off by an ablation are logged as NaN, so every list keeps one value per epoch
+                value = float(np.mean([output[key] for output in train_outputs])) if key in train_outputs[0] \
+                    else float("nan")
+            self.logger.log(key, value, self.current_epoch)
+
+    def on_epoch_end(self):
+        super().on_epoch_end()
+        if self.local_rank == 0:
+            self.logger.local_logger.plot_method_png(self.output_folder)
+
+    # ------------------------------------------------------------------ checkpoints
+    def inference_weights(self) -> dict:
+        """What ``network_weights`` holds, the network nnU-Net's predictor will use."""
+        return self.plain_network.state_dict()
+
+    def method_state(self) -> dict:
+        """Training state of the method beyond students, teachers and the step counter."""
+        return {}
+
+    def load_method_state(self, state: dict) -> None:
+        pass
+
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's checkpoint keys (what its predictor and --c read) plus the method's training state under
+        ``micd``, written to a temporary file and renamed, so a crash while saving leaves the previous checkpoint
+        intact."""
+        if self.local_rank != 0:
+            return
+        if self.disable_checkpointing:
+            self.print_to_log_file("No checkpoint written, checkpointing is disabled")
+            return
+        checkpoint = {
+            "network_weights": self.inference_weights(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
+            "logging": self.logger.get_checkpoint(),
+            "_best_ema": self._best_ema,
+            "current_epoch": self.current_epoch + 1,
+            "init_args": self.my_init_kwargs,
+            "trainer_name": self.__class__.__name__,
+            "inference_allowed_mirroring_axes": self.inference_allowed_mirroring_axes,
+            "micd": {
+                "config": self.effective_config(),
+                "students": [student.state_dict() for student in self.students],
+                "teachers": [teacher.state_dict() for teacher in self.teachers],
+                "optimizer_step": self.optimizer_step,
+                **self.method_state(),
+            },
+        }
+        temporary = filename + ".tmp"
+        torch.save(checkpoint, temporary)
+        os.replace(temporary, filename)
+
+    def load_checkpoint(self, filename_or_checkpoint: Union[dict, str]) -> None:
+        if not isinstance(filename_or_checkpoint, str):
+            raise TypeError(f"{self.__class__.__name__} checkpoints are loaded from their file path")
+        state = torch.load(filename_or_checkpoint, map_location=self.device, weights_only=False).get("micd")
+        if state is None:
+            raise ConfigError(f"{filename_or_checkpoint} is not a checkpoint of {self.__class__.__name__}")
+        self._refuse_changed_config(state["config"])
+        super().load_checkpoint(filename_or_checkpoint)
+        for module, weights in zip((*self.students, *self.teachers), (*state["students"], *state["teachers"])):
+            module.load_state_dict(weights)
+        self.optimizer_step = state["optimizer_step"]
+        self.load_method_state(state)
+
+    def _refuse_changed_config(self, saved: dict) -> None:
+        """A resumed run must continue the same method and schedule (ramp-up and EMA depend on both)."""
+        current = self.effective_config()
+        keys = ("num_epochs", "iterations_per_epoch")
+        changed = [f"method.{k}: {v!r} -> {current['method'].get(k)!r}" for k, v in saved["method"].items()
+                   if current["method"].get(k) != v]
+        changed += [f"budget.{k}: {saved['budget'][k]!r} -> {current['budget'][k]!r}" for k in keys
+                    if saved["budget"][k] != current["budget"][k]]
+        if saved["trainer"] != current["trainer"]:
+            changed.append(f"trainer: {saved['trainer']} -> {current['trainer']}")
+        if changed:
+            raise ConfigError("this run was started with another configuration; resume with the same "
+                              "MICD_CONFIG and budget or start a new run. Changed: " + "; ".join(changed))
