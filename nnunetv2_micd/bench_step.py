@@ -16,7 +16,7 @@ import statistics
 import threading
 import time
 from contextlib import contextmanager
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
@@ -161,61 +161,76 @@ def _trainer(name: str, dataset: str, configuration: str, plans: str, batch_size
     return trainer
 
 
+def _time_steps(trainer, batches: List[dict], steps: int, warmup: int, device: torch.device) -> Dict[str, float]:
+    """Median seconds of ``train_step`` on pre-drawn batches (unlabeled ones drawn beforehand too) and the peak
+    memory meanwhile."""
+    loader_unlabeled = getattr(trainer, "dataloader_unlabeled", None)
+    if loader_unlabeled is not None:
+        unlabeled = [{"data": next(loader_unlabeled)["data"]} for _ in range(warmup + steps)]
+        trainer.dataloader_unlabeled = itertools.cycle(unlabeled)
+    replay = itertools.cycle(batches)
+    memory: Dict[str, float] = {}
+    try:
+        with peak_memory(device, memory):
+            seconds = median_seconds(lambda: trainer.train_step(next(replay)), steps, warmup, device)
+    finally:
+        if loader_unlabeled is not None:
+            trainer.dataloader_unlabeled = loader_unlabeled
+    return {"seconds_per_step": seconds, "peak_memory_mib": memory["bytes"] / 2 ** 20}
+
+
 def bench_step(dataset: str, configuration: str = "3d_fullres", plans: str = "nnUNetPlans",
                batch_size: Optional[int] = None, steps: int = 10, warmup: int = 2, fold: str = "all",
-               trainer_name: str = "nnUNetTrainerMICD") -> Dict:
+               trainer_name: str = "nnUNetTrainerMICD", compare: Sequence[str] = ()) -> Dict:
+    """Everything above for ``trainer_name``, and the step time and memory of every trainer in ``compare``."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     results: Dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda"
-                     else f"cpu ({torch.get_num_threads()} threads)"}
+                     else f"cpu ({torch.get_num_threads()} threads)", "trainers": {}}
 
     baseline = _trainer("nnUNetTrainerBudget", dataset, configuration, plans, batch_size, fold, device)
     try:
         batches = [next(baseline.dataloader_train) for _ in range(warmup + steps)]
-        replay = itertools.cycle(batches)
-        memory: Dict[str, float] = {}
-        with peak_memory(device, memory):
-            results["baseline_step"] = median_seconds(lambda: baseline.train_step(next(replay)), steps, warmup,
-                                                      device)
-        results["baseline_memory"] = memory["bytes"]
+        results["trainers"]["nnUNetTrainerBudget"] = _time_steps(baseline, batches, steps, warmup, device)
         results["batch_size"] = baseline.batch_size
     finally:
         baseline.on_train_end()
 
-    trainer = _trainer(trainer_name, dataset, configuration, plans, batch_size, fold, device)
-    try:
-        loader_unlabeled = trainer.dataloader_unlabeled
-        unlabeled = [next(loader_unlabeled)["data"] for _ in range(warmup + steps)]
-        results["unlabeled_batch_size"] = unlabeled[0].shape[0]
-        trainer.dataloader_unlabeled = itertools.cycle([{"data": u} for u in unlabeled])
-        replay = itertools.cycle(batches)
-        memory = {}
-        with peak_memory(device, memory):
-            results["step"] = median_seconds(lambda: trainer.train_step(next(replay)), steps, warmup, device)
-        results["memory"] = memory["bytes"]
-
-        data = batches[0]["data"].to(device)
-        parts = method_parts(trainer, data, unlabeled[0].to(device))
-        results["parts"] = {name: median_seconds(run, steps, warmup, device) for name, run in parts.items()}
-        trainer.dataloader_unlabeled = loader_unlabeled
-        results["batch_wait"] = batch_wait_fraction(trainer, steps, warmup)
-    finally:
-        trainer.on_train_end()
+    for name in [trainer_name] + [c for c in compare if c not in (trainer_name, "nnUNetTrainerBudget")]:
+        trainer = _trainer(name, dataset, configuration, plans, batch_size, fold, device)
+        try:
+            results["trainers"][name] = _time_steps(trainer, batches, steps, warmup, device)
+            if name == trainer_name:
+                results["unlabeled_batch_size"] = next(trainer.dataloader_unlabeled)["data"].shape[0]
+                data = batches[0]["data"].to(device)
+                unlabeled = next(trainer.dataloader_unlabeled)["data"].to(device)
+                parts = method_parts(trainer, data, unlabeled)
+                results["parts"] = {part: median_seconds(run, steps, warmup, device) for part, run in parts.items()}
+                results["batch_wait"] = batch_wait_fraction(trainer, steps, warmup)
+        finally:
+            trainer.on_train_end()
     results["sum_of_parts"] = sum(results["parts"].values())
     return results
 
 
 def format_results(results: Dict, trainer_name: str = "nnUNetTrainerMICD") -> List[str]:
     memory_name = "peak RSS above start" if results["device"].startswith("cpu") else "CUDA peak allocated"
+    costs = results["trainers"]
+    baseline, method = costs["nnUNetTrainerBudget"], costs[trainer_name]
     lines = [f"device: {results['device']}, batch size {results['batch_size']} labeled + "
              f"{results['unlabeled_batch_size']} unlabeled",
-             f"nnUNetTrainerBudget step: {results['baseline_step']:.3f} s",
-             f"{trainer_name} step: {results['step']:.3f} s"]
+             f"nnUNetTrainerBudget step: {baseline['seconds_per_step']:.3f} s",
+             f"{trainer_name} step: {method['seconds_per_step']:.3f} s"]
     lines += [f"  {name}: {seconds:.3f} s" for name, seconds in results["parts"].items()]
     lines += [f"  sum of parts: {results['sum_of_parts']:.3f} s",
-              f"step / sum-of-parts: {results['step'] / results['sum_of_parts']:.2f}",
-              f"step / baseline: {results['step'] / results['baseline_step']:.2f}",
+              f"step / sum-of-parts: {method['seconds_per_step'] / results['sum_of_parts']:.2f}",
+              f"step / baseline: {method['seconds_per_step'] / baseline['seconds_per_step']:.2f}",
               f"batch wait: {100 * results['batch_wait']:.1f} % of step time",
-              f"memory ({memory_name}): {results['memory'] / 2 ** 20:.0f} MiB, baseline "
-              f"{results['baseline_memory'] / 2 ** 20:.0f} MiB, "
-              f"memory / baseline: {results['memory'] / max(results['baseline_memory'], 1):.2f}"]
+              f"memory ({memory_name}): {method['peak_memory_mib']:.0f} MiB, baseline "
+              f"{baseline['peak_memory_mib']:.0f} MiB, "
+              f"memory / baseline: {method['peak_memory_mib'] / max(baseline['peak_memory_mib'], 1e-6):.2f}"]
+    for name, cost in costs.items():
+        if name not in (trainer_name, "nnUNetTrainerBudget"):
+            lines.append(f"{name} step: {cost['seconds_per_step']:.3f} s, step / baseline: "
+                         f"{cost['seconds_per_step'] / baseline['seconds_per_step']:.2f}, memory {memory_name}: "
+                         f"{cost['peak_memory_mib']:.0f} MiB")
     return lines

@@ -1,5 +1,6 @@
 """The ``micd`` command: dataset tools around nnU-Net's own commands."""
 import argparse
+import json
 import os
 import sys
 from typing import List, Optional
@@ -44,8 +45,12 @@ def _cmd_demo(args) -> None:
 def _cmd_bench_step(args) -> None:
     from nnunetv2_micd.bench_step import bench_step, format_results
     os.environ.setdefault("nnUNet_extTrainer", trainer_path())
-    results = bench_step(args.d, args.c, args.p, args.batch_size, args.steps, args.warmup, args.f, args.tr)
+    results = bench_step(args.d, args.c, args.p, args.batch_size, args.steps, args.warmup, args.f, args.tr,
+                         args.compare)
     print("\n".join(format_results(results, args.tr)))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
 
 
 def _cmd_benchmark(args) -> None:
@@ -54,6 +59,11 @@ def _cmd_benchmark(args) -> None:
     protocol, path = load_protocol(args.protocol, args.source)
     print(f"protocol file: {path}")
     BenchmarkRunner(protocol, args.o, args.device).run_all()
+
+
+def _cmd_report(args) -> None:
+    from nnunetv2_micd.benchmark.report import write_report
+    print(write_report(args.results, args.o))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="batch size (default: the plans')")
     p.add_argument("--steps", type=int, default=10, help="timed repetitions (default: 10)")
     p.add_argument("--warmup", type=int, default=2, help="untimed repetitions first (default: 2)")
+    p.add_argument("--compare", nargs="+", default=[], metavar="TRAINER",
+                   help="also time these trainers' steps and memory (e.g. nnUNetTrainerMeanTeacher)")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     p.set_defaults(func=_cmd_bench_step)
 
     p = commands.add_parser("benchmark", help="train, predict and evaluate every method of a protocol (resumable)")
@@ -119,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default=None, help="path of the source dataset, instead of the protocol's")
     p.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda when available")
     p.set_defaults(func=_cmd_benchmark)
+
+    p = commands.add_parser("report", help="markdown table and pictures from a benchmark's results.json")
+    p.add_argument("results", help="results.json written by micd benchmark")
+    p.add_argument("-o", required=True, help="output folder for report.md and its pictures")
+    p.set_defaults(func=_cmd_report)
     return parser
 
 

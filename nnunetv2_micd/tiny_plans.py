@@ -20,8 +20,10 @@ def shrink_architecture(arch_kwargs: dict, features: Sequence[int]) -> dict:
     stages; more are cut to the planned stages (small images get shallow plans)."""
     num_stages = min(len(features), arch_kwargs["n_stages"])
     features = features[:num_stages]
-    if num_stages < 2:
-        raise ValueError("a U-Net needs at least 2 stages")
+    if num_stages < 3:
+        # with 2 stages nnU-Net's deep-supervision loss weights all scales by 0 / 0 and every loss is NaN
+        raise ValueError(f"the tiny network needs at least 3 stages for nnU-Net's deep supervision, got "
+                         f"{num_stages} (features {list(features)}, {arch_kwargs['n_stages']} planned stages)")
     shrunk = deepcopy(arch_kwargs)
     shrunk["n_stages"] = num_stages
     shrunk["features_per_stage"] = [int(f) for f in features]

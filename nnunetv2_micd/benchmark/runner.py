@@ -130,8 +130,11 @@ class BenchmarkRunner:
         if isfile(plans_file):
             return
         self.say(f"planning {self.source_name} once for every dataset of the protocol")
+        # nnU-Net's planner calls torch.set_num_threads(nnUNet_n_proc_DA), which fails for 0 (no workers)
+        planning_environment = {k: v for k, v in self.environment.items()
+                                if not (k == "nnUNet_n_proc_DA" and v == "0")}
         run_command(["nnUNetv2_plan_and_preprocess", "-d", str(self.protocol.values["source_dataset_id"]),
-                     "--no_pp", "-npfp", "2"], self.environment)
+                     "--no_pp", "-npfp", "2"], planning_environment)
         tiny = self.protocol.values.get("tiny_plans")
         if tiny:
             features = ",".join(map(str, tiny.get("features", (8, 16, 32, 64))))
@@ -210,8 +213,27 @@ class BenchmarkRunner:
             environment["MICD_CONFIG"] = config_file
         return environment
 
+    def measure_cost(self) -> None:
+        """Seconds per step and peak memory of every trainer, measured in one process on the same batches
+        (``micd bench-step``), so that their ratios hold on a noisy machine."""
+        trainers = sorted({run.trainer for run in self.protocol.runs})
+        labeled = next(c for c in self.protocol.labeled_counts if c != ALL_LABELED)
+        self.say(f"measuring seconds per step and memory of {', '.join(trainers)} ({self.protocol.cost_steps} "
+                 f"steps each)")
+        output = join(self.work, "cost.json")
+        run_command(self.micd_command("bench-step", "-d", self.protocol.dataset_id(labeled), "-c",
+                                      self.protocol.configuration, "-p", self.protocol.plans_name, "--steps",
+                                      self.protocol.cost_steps, "--compare", *trainers, "--json", output),
+                    {**self.environment, "MICD_SEED": "0"}, join(self.work, "cost.log"))
+        measured = load_json(output)
+        self.results["cost"] = {"device": measured["device"], "steps": self.protocol.cost_steps,
+                                "trainers": {name: measured["trainers"][name] for name in trainers}}
+        save_results(self.results, self.results_file)
+
     def run_all(self) -> dict:
         self.prepare()
+        if "cost" not in self.results:
+            self.measure_cost()
         runs = self.protocol.runs
         done = [run for run in runs if run.name in self.results["runs"]]
         self.say(f"protocol {self.protocol.name}: {len(runs)} runs, {len(done)} already finished, "

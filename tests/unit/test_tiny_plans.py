@@ -31,3 +31,9 @@ def test_plans_keep_data_identifier_and_get_new_name_and_batch_size():
     assert tiny["configurations"]["3d_cascade_fullres"] == {"inherits_from": "3d_fullres"}
     with pytest.raises(ValueError, match="batch size"):
         make_tiny_plans(plans, "x", batch_size=0)
+
+
+def test_fewer_than_three_stages_are_refused():
+    # nnU-Net's deep-supervision loss is NaN with a single output scale
+    with pytest.raises(ValueError, match="at least 3 stages"):
+        shrink_architecture(ARCH, [4, 8])

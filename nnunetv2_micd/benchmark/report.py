@@ -1,0 +1,189 @@
+"""``micd report``: the results file as a markdown table and pictures that people read.
+
+- ``report.md``: mean ± std test Dice (over seeds) per class and averaged, per method and labeled count; the gap
+  each semi-supervised method closes between the labeled-only baseline and the fully supervised model; seconds
+  per step and peak memory as ratios to the baseline;
+- ``label_efficiency.png``: mean Dice against the number of labeled cases, one line per method;
+- ``per_class.png``: Dice per class and method at every labeled count;
+- ``training_curves.png``: training loss and nnU-Net's validation pseudo-Dice per epoch.
+"""
+import os
+from collections import defaultdict
+from typing import Dict, List, Optional, Tuple
+
+import matplotlib
+
+matplotlib.use("agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from nnunetv2_micd.benchmark.protocol import ALL_LABELED, LABELED_ONLY_TRAINER
+from nnunetv2_micd.benchmark.results import load_results
+
+UPPER_BOUND = "fully supervised"
+
+Group = Tuple[str, object]  # (trainer, labeled)
+
+
+def group_runs(results: dict) -> Dict[Group, List[dict]]:
+    """Finished runs by (trainer, labeled), seeds together; the upper bound is filed as its own method."""
+    groups: Dict[Group, List[dict]] = defaultdict(list)
+    for run in results["runs"].values():
+        trainer = UPPER_BOUND if run["labeled"] == ALL_LABELED else run["trainer"]
+        groups[(trainer, run["labeled"])].append(run)
+    return dict(groups)
+
+
+def _mean_std(values: List[float]) -> Tuple[float, float]:
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def _cell(values: List[float]) -> str:
+    mean, std = _mean_std(values)
+    return f"{mean:.4f} ± {std:.4f}" if len(values) > 1 else f"{mean:.4f}"
+
+
+def _upper_bound_dice(groups: Dict[Group, List[dict]]) -> Optional[float]:
+    runs = groups.get((UPPER_BOUND, ALL_LABELED))
+    return float(np.mean([r["mean_dice"] for r in runs])) if runs else None
+
+
+def gap_closed(groups: Dict[Group, List[dict]], trainer: str, labeled) -> Optional[float]:
+    """(method − labeled-only) / (fully supervised − labeled-only), on mean Dice averaged over seeds."""
+    upper = _upper_bound_dice(groups)
+    baseline = groups.get((LABELED_ONLY_TRAINER, labeled))
+    method = groups.get((trainer, labeled))
+    if upper is None or not baseline or not method:
+        return None
+    baseline_dice = np.mean([r["mean_dice"] for r in baseline])
+    if upper <= baseline_dice:
+        return None  # no gap to close: the budget is too small for the comparison to mean anything
+    return float((np.mean([r["mean_dice"] for r in method]) - baseline_dice) / (upper - baseline_dice))
+
+
+def _ordered_groups(groups: Dict[Group, List[dict]]) -> List[Group]:
+    def key(group: Group):
+        trainer, labeled = group
+        return (labeled == ALL_LABELED, labeled if labeled != ALL_LABELED else 0, trainer != LABELED_ONLY_TRAINER,
+                trainer)
+    return sorted(groups, key=key)
+
+
+def dice_table(results: dict) -> str:
+    labels = results["labels"]
+    groups = group_runs(results)
+    header = ["method", "labeled", "seeds", *labels.values(), "mean Dice", "gap closed"]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for trainer, labeled in _ordered_groups(groups):
+        runs = groups[(trainer, labeled)]
+        gap = None if trainer in (LABELED_ONLY_TRAINER, UPPER_BOUND) else gap_closed(groups, trainer, labeled)
+        cells = [trainer, str(runs[0]["num_labeled"]), str(len(runs)),
+                 *[_cell([r["dice"][value] for r in runs]) for value in labels],
+                 _cell([r["mean_dice"] for r in runs]), "" if gap is None else f"{100 * gap:.0f} %"]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def cost_table(results: dict) -> str:
+    cost = results.get("cost")
+    if not cost or LABELED_ONLY_TRAINER not in cost["trainers"]:
+        return "No cost measurement in the results file."
+    baseline = cost["trainers"][LABELED_ONLY_TRAINER]
+    memory_name = "peak RSS above start" if cost["device"].startswith("cpu") else "CUDA peak allocated"
+    rows = [f"Measured in one process on {cost['device']}, median of {cost['steps']} steps on the same batches "
+            f"(`micd bench-step`); memory is the {memory_name}.", "",
+            "| method | seconds per step | × baseline | peak memory (MiB) | × baseline |", "|---|---|---|---|---|"]
+    for trainer, values in sorted(cost["trainers"].items(), key=lambda item: item[1]["seconds_per_step"]):
+        rows.append(f"| {trainer} | {values['seconds_per_step']:.3f} | "
+                    f"{values['seconds_per_step'] / baseline['seconds_per_step']:.2f} | "
+                    f"{values['peak_memory_mib']:.0f} | "
+                    f"{values['peak_memory_mib'] / max(baseline['peak_memory_mib'], 1e-6):.2f} |")
+    return "\n".join(rows)
+
+
+def plot_label_efficiency(results: dict, filename: str) -> None:
+    groups = group_runs(results)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for trainer in sorted({t for t, labeled in groups if labeled != ALL_LABELED}):
+        points = sorted((runs[0]["num_labeled"], [r["mean_dice"] for r in runs])
+                        for (t, labeled), runs in groups.items() if t == trainer)
+        x = [p[0] for p in points]
+        means, stds = zip(*[_mean_std(p[1]) for p in points])
+        ax.errorbar(x, means, yerr=stds, marker="o", capsize=3, label=trainer)
+    upper = _upper_bound_dice(groups)
+    if upper is not None:
+        ax.axhline(upper, color="k", linestyle="--", label=f"{UPPER_BOUND} "
+                                                           f"({groups[(UPPER_BOUND, ALL_LABELED)][0]['num_labeled']})")
+    ax.set_xlabel("labeled training cases")
+    ax.set_ylabel("mean test Dice")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(filename)
+    plt.close(fig)
+
+
+def plot_per_class(results: dict, filename: str) -> None:
+    labels = results["labels"]
+    groups = group_runs(results)
+    ordered = _ordered_groups(groups)
+    fig, ax = plt.subplots(figsize=(max(7, 1.2 * len(ordered)), 4.5))
+    width = 0.8 / len(labels)
+    for i, (value, name) in enumerate(labels.items()):
+        means, stds = zip(*[_mean_std([r["dice"][value] for r in groups[g]]) for g in ordered])
+        ax.bar(np.arange(len(ordered)) + i * width, means, width, yerr=stds, capsize=2, label=name)
+    ax.set_xticks(np.arange(len(ordered)) + width * (len(labels) - 1) / 2)
+    ax.set_xticklabels([f"{t}\n{groups[(t, l)][0]['num_labeled']} labeled" for t, l in ordered], fontsize=7,
+                       rotation=30, ha="right")
+    ax.set_ylabel("test Dice")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(filename)
+    plt.close(fig)
+
+
+def plot_training_curves(results: dict, filename: str) -> None:
+    fig, (loss_ax, dice_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name, run in sorted(results["runs"].items()):
+        label = f"{run['trainer']}, {run['num_labeled']} labeled, seed {run['seed']}"
+        loss_ax.plot(run["curves"]["train_losses"], label=label, linewidth=1)
+        dice_ax.plot(run["curves"]["ema_fg_dice"], label=label, linewidth=1)
+    loss_ax.set_ylabel("training loss (supervised + weighted unsupervised)")
+    dice_ax.set_ylabel("validation pseudo-Dice (EMA)")
+    for ax in (loss_ax, dice_ax):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    dice_ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(filename)
+    plt.close(fig)
+
+
+def write_report(results_file: str, output_folder: str) -> str:
+    """Writes report.md and its pictures; returns the path of report.md."""
+    results = load_results(results_file)
+    if not results["runs"]:
+        raise ValueError(f"{results_file} holds no finished run yet")
+    os.makedirs(output_folder, exist_ok=True)
+    pictures = {"label_efficiency.png": plot_label_efficiency, "per_class.png": plot_per_class,
+                "training_curves.png": plot_training_curves}
+    for filename, plot in pictures.items():
+        plot(results, os.path.join(output_folder, filename))
+    protocol = results["protocol"]
+    budget = protocol["budget"]
+    finished = len(results["runs"])
+    text = "\n".join([
+        f"# Benchmark {protocol['name']}", "",
+        protocol.get("description", ""), "",
+        f"{finished} finished runs; every trainer trained for {budget['num_epochs']} × "
+        f"{budget['iterations_per_epoch']} steps on fold `all` of its labeled cases and predicted the "
+        f"{next(iter(results['runs'].values()))['num_test']} test cases from `checkpoint_final.pth`. "
+        f"Test Dice from nnU-Net's evaluation; mean ± sample standard deviation over seeds. Gap closed: "
+        f"(method − {LABELED_ONLY_TRAINER}) / ({UPPER_BOUND} − {LABELED_ONLY_TRAINER}) at the same labeled cases.",
+        "", dice_table(results), "", "## Cost per training step", "", cost_table(results), "",
+        "## Pictures", "", *[f"![{name[:-4]}]({name})" for name in pictures], ""])
+    report = os.path.join(output_folder, "report.md")
+    with open(report, "w") as f:
+        f.write(text)
+    return report

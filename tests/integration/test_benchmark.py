@@ -1,0 +1,138 @@
+"""``micd benchmark`` and ``micd report`` end to end on a tiny synthetic protocol, including an interruption."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from nnunetv2_micd.benchmark.results import load_results, schema_problems
+from nnunetv2_micd.dataset.synthetic import SyntheticSpec, write_synthetic_dataset
+from tests.conftest import micd
+
+TRAINERS = ["nnUNetTrainerBudget", "nnUNetTrainerMICD", "nnUNetTrainerMeanTeacher", "nnUNetTrainerCPS"]
+PROTOCOL = {
+    "protocol_version": 1,
+    "name": "synthetic_test",
+    "description": "A tiny synthetic protocol.",
+    "source_dataset_id": 801,
+    "first_dataset_id": 810,
+    "test_cases": 3,
+    "split_seed": 0,
+    "configuration": "3d_fullres",
+    "tiny_plans": {"features": [4, 8, 16], "batch_size": 2},
+    "budget": {"num_epochs": 3, "iterations_per_epoch": 2, "val_iterations": 1},
+    "cost_steps": 1,
+    "method_configs": {"nnUNetTrainerMICD": {"rampup_fraction": 0.5}},
+    "runs": [
+        {"trainers": TRAINERS, "labeled": [2], "seeds": [0]},
+        {"trainers": ["nnUNetTrainerBudget"], "labeled": [4, "all"], "seeds": [0]},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def protocol_file(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("protocol")
+    source = folder / "Dataset801_SyntheticSource"
+    write_synthetic_dataset(str(source), SyntheticSpec(num_labeled=9, num_unlabeled=0, num_test=0, shape=(24, 24, 24)))
+    path = folder / "protocol.json"
+    path.write_text(json.dumps({**PROTOCOL, "source": {"nnunet_raw_folder": str(source)}}))
+    return path
+
+
+def _benchmark(protocol_file, work):
+    return subprocess.Popen([sys.executable, "-m", "nnunetv2_micd.cli", "benchmark", str(protocol_file), "-o",
+                             str(work), "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "nnUNet_n_proc_DA": "0"},
+                            start_new_session=True)
+
+
+def _interrupt_during_a_training(process, work, timeout=600):
+    """SIGKILLs the benchmark and its nnUNetv2_train once some unfinished run has a checkpoint_latest.pth."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        results = work / "results.json"
+        finished = json.loads(results.read_text())["runs"] if results.is_file() else {}
+        for checkpoint in (work / "runs").glob("*/nnUNet_results/*/*/fold_all/checkpoint_latest.pth"):
+            run = checkpoint.parts[-6]
+            if run not in finished and not (checkpoint.parent / "checkpoint_final.pth").exists():
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                return run, set(finished)
+        if process.poll() is not None:
+            pytest.fail("the benchmark ended before it could be interrupted:\n" + process.stdout.read()[-3000:])
+        time.sleep(0.2)
+    pytest.fail("no training reached its first checkpoint in time")
+
+
+@pytest.fixture(scope="module")
+def finished_benchmark(protocol_file, nnunet_folders, tmp_path_factory):
+    """Runs the protocol, kills it during a training, and runs it again to the end."""
+    work = tmp_path_factory.mktemp("benchmark")
+    first = _benchmark(protocol_file, work)
+    interrupted_run, finished_before = _interrupt_during_a_training(first, work)
+    before = load_results(str(work / "results.json"))
+    second = _benchmark(protocol_file, work)
+    output, _ = second.communicate(timeout=1200)
+    assert second.returncode == 0, output[-4000:]
+    return {"work": work, "output": output, "interrupted": interrupted_run, "finished_before": finished_before,
+            "results_before": before, "results": load_results(str(work / "results.json"))}
+
+
+def test_every_run_is_trained_predicted_and_evaluated(finished_benchmark):
+    results = finished_benchmark["results"]
+    names = {f"{t}__labeled2__seed0" for t in TRAINERS} | {"nnUNetTrainerBudget__labeled4__seed0",
+                                                          "nnUNetTrainerBudget__labeledall__seed0"}
+    assert set(results["runs"]) == names
+    assert schema_problems(results) == []
+    for run in results["runs"].values():
+        assert run["num_test"] == 3 and len(run["case_mean_dice"]) == 3
+        assert run["steps"] == 6 and len(run["curves"]["train_losses"]) == 3
+        expected_labeled = 6 if run["labeled"] == "all" else run["labeled"]
+        assert run["num_labeled"] == expected_labeled and run["num_unlabeled"] == 6 - expected_labeled
+        assert (finished_benchmark["work"] / "runs" / f"{run['trainer']}__labeled{run['labeled']}__seed0" /
+                "predictions" / "summary.json").is_file()
+    micd_run = results["runs"]["nnUNetTrainerMICD__labeled2__seed0"]
+    assert micd_run["method_config"]["method"]["rampup_fraction"] == 0.5  # the protocol's method config
+    assert micd_run["method_config"]["budget"]["seed"] == 0
+    assert set(results["cost"]["trainers"]) == set(TRAINERS)
+
+
+def test_an_interrupted_benchmark_continues_where_it_stopped(finished_benchmark):
+    before, after = finished_benchmark["results_before"], finished_benchmark["results"]
+    for name in finished_benchmark["finished_before"]:
+        assert after["runs"][name] == before["runs"][name]  # skipped, not redone
+    assert "continuing the interrupted training from its last checkpoint" in finished_benchmark["output"]
+    log = (finished_benchmark["work"] / "runs" / finished_benchmark["interrupted"] / "train.log").read_text()
+    assert log.count("Epoch 0\n") == 1  # the second attempt started from the checkpoint, not from epoch 0
+
+
+def test_a_changed_protocol_is_refused(finished_benchmark, protocol_file, tmp_path):
+    changed = json.loads(protocol_file.read_text())
+    changed["budget"]["num_epochs"] = 4
+    path = tmp_path / "changed.json"
+    path.write_text(json.dumps(changed))
+    result = subprocess.run([sys.executable, "-m", "nnunetv2_micd.cli", "benchmark", str(path), "-o",
+                             str(finished_benchmark["work"])], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "other protocol settings (budget)" in result.stderr
+
+
+def test_report_writes_table_and_pictures(finished_benchmark, tmp_path):
+    micd("report", finished_benchmark["work"] / "results.json", "-o", tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    dice_part, cost_part = report.split("## Cost per training step")
+    table = [line for line in dice_part.splitlines() if line.startswith("| ")]
+    assert table[0] == "| method | labeled | seeds | large | medium | small | mean Dice | gap closed |"
+    rows = [(row.split(" | ")[0][2:], row.split(" | ")[1]) for row in table[1:]]
+    assert rows == [("nnUNetTrainerBudget", "2"), ("nnUNetTrainerCPS", "2"), ("nnUNetTrainerMICD", "2"),
+                    ("nnUNetTrainerMeanTeacher", "2"), ("nnUNetTrainerBudget", "4"), ("fully supervised", "6")]
+    cost_rows = {line.split(" | ")[0][2:]: line for line in cost_part.splitlines() if line.startswith("| nnUNet")}
+    assert set(cost_rows) == set(TRAINERS)
+    assert cost_rows["nnUNetTrainerBudget"].split(" | ")[2] == "1.00"  # ratios to the baseline
+    for picture in ("label_efficiency.png", "per_class.png", "training_curves.png"):
+        assert (tmp_path / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({picture})" in report

@@ -1,0 +1,107 @@
+"""Protocol files and the results schema, without running anything."""
+import copy
+import json
+
+import pytest
+
+from nnunetv2_micd.benchmark.protocol import ProtocolError, load_protocol
+from nnunetv2_micd.benchmark.report import gap_closed, group_runs
+from nnunetv2_micd.benchmark.results import ResultsError, empty_results, save_results, schema_problems, validate
+
+LABELS = {"1": "Anterior", "2": "Posterior"}
+
+
+def _run(trainer="nnUNetTrainerBudget", labeled=10, seed=0, mean_dice=0.8):
+    return {"trainer": trainer, "labeled": labeled, "seed": seed, "num_labeled": 160 if labeled == "all" else labeled,
+            "num_unlabeled": 150, "num_test": 2, "dataset": "Dataset611_Hippocampus", "steps": 4000,
+            "train_seconds": 1.0, "predict_seconds": 1.0, "dice": {"1": mean_dice, "2": mean_dice},
+            "mean_dice": mean_dice, "case_mean_dice": {"a": mean_dice, "b": None},
+            "curves": {"train_losses": [1.0], "val_losses": [1.0], "ema_fg_dice": [0.5]}, "method_config": {},
+            "code_version": "0.1.0", "finished": "2026-11-25T00:00:00+00:00"}
+
+
+def _results(*runs):
+    results = empty_results({"name": "test"}, LABELS)
+    for run in runs:
+        results["runs"][f"{run['trainer']}__labeled{run['labeled']}__seed{run['seed']}"] = run
+    return results
+
+
+def test_builtin_protocol_loads_and_runs_the_headline_first():
+    protocol, path = load_protocol("hippocampus_cpu")
+    assert path.endswith("hippocampus_cpu.json")
+    runs = protocol.runs
+    first = {(r.trainer, r.labeled, r.seed) for r in runs[:3]}
+    assert first == {("nnUNetTrainerBudget", 10, 0), ("nnUNetTrainerBudget", "all", 0), ("nnUNetTrainerMICD", 10, 0)}
+    assert len(runs) == len({r.name for r in runs})  # each run once
+    assert {r.seed for r in runs if r.labeled == 10 and r.trainer == "nnUNetTrainerMICD"} == {0, 1, 2}
+    assert protocol.labeled_counts == [5, 10, 20, "all"]
+    assert [protocol.dataset_id(c) for c in protocol.labeled_counts] == [610, 611, 612, 613]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"protocol_version": 2}, "protocol_version 2 is not supported"),
+    ({"budget": {"num_epochs": 1}}, "budget must give positive integers"),
+    ({"source": {"zip": "x"}}, "source must be one of"),
+    ({"extra": 1}, "unknown key 'extra'"),
+    ({"runs": [{"trainers": ["nnUNetTrainerMICD"], "labeled": ["all"], "seeds": [0]}]}, "need unlabeled cases"),
+    ({"runs": [{"trainers": ["nnUNetTrainerMICD"], "labeled": [0], "seeds": [0]}]}, "positive integers"),
+])
+def test_bad_protocols_are_refused_with_the_reason(tmp_path, change, message):
+    protocol, path = load_protocol("hippocampus_cpu")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**protocol.values, **change}))
+    with pytest.raises(ProtocolError, match=message):
+        load_protocol(str(bad))
+
+
+def test_unknown_protocol_names_the_builtin_ones():
+    with pytest.raises(FileNotFoundError, match="hippocampus_cpu"):
+        load_protocol("no_such_protocol")
+
+
+def test_valid_results_pass_the_schema(tmp_path):
+    results = _results(_run(), _run("nnUNetTrainerMICD"))
+    assert schema_problems(results) == []
+    save_results(results, str(tmp_path / "results.json"))
+    assert json.loads((tmp_path / "results.json").read_text()) == results
+
+
+@pytest.mark.parametrize("breaks, message", [
+    (lambda r: r.pop("labels"), "missing key 'labels'"),
+    (lambda r: r["runs"]["nnUNetTrainerBudget__labeled10__seed0"].pop("mean_dice"), "mean_dice missing"),
+    (lambda r: r["runs"]["nnUNetTrainerBudget__labeled10__seed0"]["dice"].pop("2"), "dice must give every class"),
+    (lambda r: r["runs"]["nnUNetTrainerBudget__labeled10__seed0"].update(mean_dice=1.5), "numbers in \\[0, 1\\]"),
+    (lambda r: r["runs"]["nnUNetTrainerBudget__labeled10__seed0"].update(num_test=3), "case_mean_dice has 2"),
+    (lambda r: r["runs"]["nnUNetTrainerBudget__labeled10__seed0"]["curves"].pop("ema_fg_dice"), "curves.ema_fg"),
+    (lambda r: r.update(cost={"device": "cpu", "trainers": {"x": {}}}), "cost of x"),
+])
+def test_broken_results_are_refused(tmp_path, breaks, message):
+    results = _results(_run())
+    breaks(results)
+    with pytest.raises(ResultsError, match=message):
+        validate(results)
+    with pytest.raises(ResultsError):
+        save_results(results, str(tmp_path / "results.json"))
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_gap_closed_is_the_share_of_the_distance_to_full_supervision():
+    groups = group_runs(_results(_run(mean_dice=0.80), _run(seed=1, mean_dice=0.82),
+                                 _run("nnUNetTrainerMICD", mean_dice=0.85),
+                                 _run(labeled="all", mean_dice=0.91)))
+    # baseline 0.81 (mean over seeds), upper bound 0.91: MICD closes (0.85 - 0.81) / 0.10
+    assert gap_closed(groups, "nnUNetTrainerMICD", 10) == pytest.approx(0.4)
+
+
+def test_gap_closed_is_undefined_when_full_supervision_is_not_better():
+    groups = group_runs(_results(_run(mean_dice=0.85), _run("nnUNetTrainerMICD", mean_dice=0.86),
+                                 _run(labeled="all", mean_dice=0.84)))
+    assert gap_closed(groups, "nnUNetTrainerMICD", 10) is None
+
+
+def test_results_are_not_modified_by_validation():
+    results = _results(_run())
+    before = copy.deepcopy(results)
+    validate(results)
+    assert results == before
