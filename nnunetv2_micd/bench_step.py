@@ -1,9 +1,10 @@
 """``micd bench-step``: what one MICD training step costs, part by part, against one plain nnU-Net step.
 
-All in one process, on the same dataset, plans, configuration and batch size, with warm-up and medians, so the
-ratios hold on a shared, noisy machine:
+One trainer after the other, each in a fresh process, on the same dataset, plans, configuration and batch size,
+with warm-up and medians, so the ratios hold on a shared, noisy machine:
 
-- the full MICD step and the nnUNetTrainerBudget step, on batches drawn beforehand (no data loading timed);
+- the full MICD step and the nnUNetTrainerBudget step (and any other trainer's), on batches drawn beforehand (no
+  data loading timed);
 - every pass the method needs, timed alone however the step batches them (each student's forward+backward on the
   labeled+unlabeled patches and on their masked copies, the teacher forwards, gradient clipping with the
   optimizer step, the EMA updates), so ``step / sum-of-parts`` measures overhead, not batching;
@@ -11,11 +12,14 @@ ratios hold on a shared, noisy machine:
 - peak memory: CUDA peak allocated on a GPU, peak resident memory above the start of the step on the CPU.
 """
 import itertools
+import multiprocessing
 import os
 import statistics
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
@@ -179,35 +183,54 @@ def _time_steps(trainer, batches: List[dict], steps: int, warmup: int, device: t
     return {"seconds_per_step": seconds, "peak_memory_mib": memory["bytes"] / 2 ** 20}
 
 
-def bench_step(dataset: str, configuration: str = "3d_fullres", plans: str = "nnUNetPlans",
-               batch_size: Optional[int] = None, steps: int = 10, warmup: int = 2, fold: str = "all",
-               trainer_name: str = "nnUNetTrainerMICD", compare: Sequence[str] = ()) -> Dict:
-    """Everything above for ``trainer_name``, and the step time and memory of every trainer in ``compare``."""
+@dataclass(frozen=True)
+class BenchSettings:
+    dataset: str
+    configuration: str = "3d_fullres"
+    plans: str = "nnUNetPlans"
+    batch_size: Optional[int] = None
+    steps: int = 10
+    warmup: int = 2
+    fold: str = "all"
+
+
+def measure_trainer(name: str, settings: BenchSettings, analyse: bool) -> Dict:
+    """One trainer's step time and memory on pre-drawn batches; with ``analyse`` also the method's parts and the
+    time a real loop waits for batches."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    steps, warmup = settings.steps, settings.warmup
+    trainer = _trainer(name, settings.dataset, settings.configuration, settings.plans, settings.batch_size,
+                       settings.fold, device)
+    try:
+        batches = [next(trainer.dataloader_train) for _ in range(warmup + steps)]
+        result = {**_time_steps(trainer, batches, steps, warmup, device), "batch_size": trainer.batch_size}
+        if analyse:
+            unlabeled = next(trainer.dataloader_unlabeled)["data"]
+            result["unlabeled_batch_size"] = unlabeled.shape[0]
+            parts = method_parts(trainer, batches[0]["data"].to(device), unlabeled.to(device))
+            result["parts"] = {part: median_seconds(run, steps, warmup, device) for part, run in parts.items()}
+            result["batch_wait"] = batch_wait_fraction(trainer, steps, warmup)
+        return result
+    finally:
+        trainer.on_train_end()
+
+
+def bench_step(settings: BenchSettings, trainer_name: str = "nnUNetTrainerMICD", compare: Sequence[str] = ()) -> Dict:
+    """Everything above for ``trainer_name``, and the step time and memory of the baseline and of every trainer in
+    ``compare``. Each trainer runs in a fresh process, one after the other, so that its peak memory is its own."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     results: Dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda"
                      else f"cpu ({torch.get_num_threads()} threads)", "trainers": {}}
-
-    baseline = _trainer("nnUNetTrainerBudget", dataset, configuration, plans, batch_size, fold, device)
-    try:
-        batches = [next(baseline.dataloader_train) for _ in range(warmup + steps)]
-        results["trainers"]["nnUNetTrainerBudget"] = _time_steps(baseline, batches, steps, warmup, device)
-        results["batch_size"] = baseline.batch_size
-    finally:
-        baseline.on_train_end()
-
-    for name in [trainer_name] + [c for c in compare if c not in (trainer_name, "nnUNetTrainerBudget")]:
-        trainer = _trainer(name, dataset, configuration, plans, batch_size, fold, device)
-        try:
-            results["trainers"][name] = _time_steps(trainer, batches, steps, warmup, device)
-            if name == trainer_name:
-                results["unlabeled_batch_size"] = next(trainer.dataloader_unlabeled)["data"].shape[0]
-                data = batches[0]["data"].to(device)
-                unlabeled = next(trainer.dataloader_unlabeled)["data"].to(device)
-                parts = method_parts(trainer, data, unlabeled)
-                results["parts"] = {part: median_seconds(run, steps, warmup, device) for part, run in parts.items()}
-                results["batch_wait"] = batch_wait_fraction(trainer, steps, warmup)
-        finally:
-            trainer.on_train_end()
+    names = ["nnUNetTrainerBudget", trainer_name] + [c for c in compare
+                                                     if c not in ("nnUNetTrainerBudget", trainer_name)]
+    for name in names:
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            measured = pool.submit(measure_trainer, name, settings, name == trainer_name).result()
+        if name == trainer_name:
+            for key in ("parts", "batch_wait", "unlabeled_batch_size"):
+                results[key] = measured.pop(key)
+        results["batch_size"] = measured.pop("batch_size")
+        results["trainers"][name] = measured
     results["sum_of_parts"] = sum(results["parts"].values())
     return results
 

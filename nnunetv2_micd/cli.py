@@ -43,10 +43,10 @@ def _cmd_demo(args) -> None:
 
 
 def _cmd_bench_step(args) -> None:
-    from nnunetv2_micd.bench_step import bench_step, format_results
+    from nnunetv2_micd.bench_step import BenchSettings, bench_step, format_results
     os.environ.setdefault("nnUNet_extTrainer", trainer_path())
-    results = bench_step(args.d, args.c, args.p, args.batch_size, args.steps, args.warmup, args.f, args.tr,
-                         args.compare)
+    settings = BenchSettings(args.d, args.c, args.p, args.batch_size, args.steps, args.warmup, args.f)
+    results = bench_step(settings, args.tr, args.compare)
     print("\n".join(format_results(results, args.tr)))
     if args.json:
         with open(args.json, "w") as f:

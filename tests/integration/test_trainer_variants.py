@@ -212,9 +212,12 @@ def test_unsupported_nnunet_modes_are_refused(environment, mode):
 
 
 def test_bench_step_reports_the_ratios(environment):
-    from nnunetv2_micd.bench_step import bench_step, format_results
-    results = bench_step(str(environment["id"]), "3d_fullres", PLANS, batch_size=1, steps=1, warmup=1)
+    from nnunetv2_micd.bench_step import BenchSettings, bench_step, format_results
+    settings = BenchSettings(str(environment["id"]), "3d_fullres", PLANS, batch_size=1, steps=1, warmup=1)
+    results = bench_step(settings, compare=["nnUNetTrainerMeanTeacher"])
     assert results["batch_size"] == 1 and results["unlabeled_batch_size"] == 1
+    assert set(results["trainers"]) == {"nnUNetTrainerBudget", "nnUNetTrainerMICD", "nnUNetTrainerMeanTeacher"}
+    assert all(cost["seconds_per_step"] > 0 and cost["peak_memory_mib"] >= 0 for cost in results["trainers"].values())
     assert set(results["parts"]) == {"student A forward+backward, labeled+unlabeled",
                                      "student B forward+backward, labeled+unlabeled",
                                      "student A forward+backward, masked", "student B forward+backward, masked",
@@ -225,6 +228,7 @@ def test_bench_step_reports_the_ratios(environment):
     ratio = float(next(line for line in lines if line.startswith("step / sum-of-parts: ")).split(": ")[1])
     assert 0.5 < ratio < 3
     assert any(line.startswith("step / baseline: ") for line in lines)
+    assert any(line.startswith("nnUNetTrainerMeanTeacher step: ") for line in lines)
 
 
 def test_decoder_features_are_kept_only_for_the_training_pass(environment):
