@@ -14,6 +14,7 @@ from batchgenerators.utilities.file_and_folder_operations import join, load_json
 
 from nnunetv2_micd.commands import run_command
 from nnunetv2_micd.dataset.synthetic import LABELS, SyntheticSpec, write_synthetic_dataset
+from nnunetv2_micd.plotting import grouped_bars
 
 DATASET_ID = 999
 DATASET_NAME = f"Dataset{DATASET_ID}_MICDDemo"
@@ -110,23 +111,10 @@ def dice_table(summaries: Dict[str, Dict]) -> str:
 
 
 def plot_dice(summaries: Dict[str, Dict], filename: str) -> None:
-    import matplotlib
-    matplotlib.use("agg")
-    import matplotlib.pyplot as plt
     classes = _foreground_classes()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    width = 0.8 / len(summaries)
-    for i, (trainer, summary) in enumerate(summaries.items()):
-        positions = [c + i * width for c in range(len(classes))]
-        ax.bar(positions, [summary["mean"][key]["Dice"] for _, key in classes], width, label=trainer)
-    ax.set_xticks([c + width * (len(summaries) - 1) / 2 for c in range(len(classes))])
-    ax.set_xticklabels([name for name, _ in classes])
-    ax.set_ylabel("test Dice")
-    ax.set_ylim(0, 1)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(filename)
-    plt.close(fig)
+    grouped_bars(filename, [name for name, _ in classes],
+                 {trainer: [summary["mean"][key]["Dice"] for _, key in classes]
+                  for trainer, summary in summaries.items()})
 
 
 def run_demo(settings: DemoSettings = DemoSettings()) -> Dict[str, Dict]:

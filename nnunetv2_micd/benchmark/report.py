@@ -11,14 +11,12 @@ import os
 from collections import defaultdict
 from typing import Dict, List, Optional, Tuple
 
-import matplotlib
-
-matplotlib.use("agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
 from nnunetv2_micd.benchmark.protocol import ALL_LABELED, LABELED_ONLY_TRAINER
 from nnunetv2_micd.benchmark.results import load_results
+from nnunetv2_micd.plotting import grouped_bars, save_figure
 
 UPPER_BOUND = "fully supervised"
 
@@ -90,8 +88,9 @@ def cost_table(results: dict) -> str:
         return "No cost measurement in the results file."
     baseline = cost["trainers"][LABELED_ONLY_TRAINER]
     memory_name = "peak RSS above start" if cost["device"].startswith("cpu") else "CUDA peak allocated"
-    rows = [f"Measured in one process on {cost['device']}, median of {cost['steps']} steps on the same batches "
-            f"(`micd bench-step`); memory is the {memory_name}.", "",
+    rows = [f"Measured on {cost['device']} by `micd bench-step`: each trainer in a fresh process, one after the "
+            f"other, median of {cost['steps']} steps on batches drawn beforehand; memory is the {memory_name} of "
+            f"the training steps.", "",
             "| method | seconds per step | × baseline | peak memory (MiB) | × baseline |", "|---|---|---|---|---|"]
     for trainer, values in sorted(cost["trainers"].items(), key=lambda item: item[1]["seconds_per_step"]):
         rows.append(f"| {trainer} | {values['seconds_per_step']:.3f} | "
@@ -118,29 +117,17 @@ def plot_label_efficiency(results: dict, filename: str) -> None:
     ax.set_ylabel("mean test Dice")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(filename)
-    plt.close(fig)
+    save_figure(fig, filename)
 
 
 def plot_per_class(results: dict, filename: str) -> None:
-    labels = results["labels"]
     groups = group_runs(results)
     ordered = _ordered_groups(groups)
-    fig, ax = plt.subplots(figsize=(max(7, 1.2 * len(ordered)), 4.5))
-    width = 0.8 / len(labels)
-    for i, (value, name) in enumerate(labels.items()):
-        means, stds = zip(*[_mean_std([r["dice"][value] for r in groups[g]]) for g in ordered])
-        ax.bar(np.arange(len(ordered)) + i * width, means, width, yerr=stds, capsize=2, label=name)
-    ax.set_xticks(np.arange(len(ordered)) + width * (len(labels) - 1) / 2)
-    ax.set_xticklabels([f"{t}\n{groups[(t, l)][0]['num_labeled']} labeled" for t, l in ordered], fontsize=7,
-                       rotation=30, ha="right")
-    ax.set_ylabel("test Dice")
-    ax.set_ylim(0, 1)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(filename)
-    plt.close(fig)
+    statistics = {name: [_mean_std([r["dice"][value] for r in groups[g]]) for g in ordered]
+                  for value, name in results["labels"].items()}
+    grouped_bars(filename, [f"{t}\n{groups[(t, l)][0]['num_labeled']} labeled" for t, l in ordered],
+                 {name: [m for m, _ in values] for name, values in statistics.items()},
+                 {name: [s for _, s in values] for name, values in statistics.items()})
 
 
 def plot_training_curves(results: dict, filename: str) -> None:
@@ -155,9 +142,7 @@ def plot_training_curves(results: dict, filename: str) -> None:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     dice_ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(filename)
-    plt.close(fig)
+    save_figure(fig, filename)
 
 
 def write_report(results_file: str, output_folder: str) -> str:

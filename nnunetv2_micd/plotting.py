@@ -1,0 +1,31 @@
+"""The one chart the demo and the benchmark report share: Dice per class, bars grouped side by side."""
+from typing import Dict, List, Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def save_figure(fig, filename: str) -> None:
+    fig.tight_layout()
+    fig.savefig(filename)
+    plt.close(fig)
+
+
+def grouped_bars(filename: str, groups: Sequence[str], series: Dict[str, List[float]],
+                 errors: Optional[Dict[str, List[float]]] = None, ylabel: str = "test Dice") -> None:
+    """One bar per series in every group (e.g. one per class for every method), with optional error bars."""
+    fig, ax = plt.subplots(figsize=(max(7, 1.2 * len(groups)), 4.5))
+    width = 0.8 / len(series)
+    for i, (name, values) in enumerate(series.items()):
+        ax.bar(np.arange(len(groups)) + i * width, values, width, label=name, capsize=2,
+               yerr=None if errors is None else errors[name])
+    ax.set_xticks(np.arange(len(groups)) + width * (len(series) - 1) / 2)
+    ax.set_xticklabels(groups, fontsize=7 if len(groups) > 4 else None, rotation=30 if len(groups) > 4 else 0,
+                       ha="right" if len(groups) > 4 else "center")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1)
+    ax.legend()
+    save_figure(fig, filename)
