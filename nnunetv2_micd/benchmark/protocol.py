@@ -21,8 +21,12 @@ Example (the built-in protocols in ``nnunetv2_micd/benchmark/protocols/`` are co
       ]
     }
 
+A group may carry its own ``method_config`` (updating the protocol's ``method_configs`` for its trainers) with a
+``tag`` that names it; the tag becomes part of the run's name, so one protocol can compare configurations of one
+trainer (e.g. when choosing hyper-parameters on a validation split).
+
 ``source`` is either an MSD task folder (converted with ``nnUNetv2_convert_MSD_dataset``) or an nnU-Net raw
-dataset folder (``{"nnunet_raw_folder": ...}``, copied); relative paths are taken from the current directory.
+dataset folder (``{"nnunet_raw_folder": ...}``, whose training cases are copied); relative paths are taken from the current directory.
 Every labeled count gets its own dataset (``first_dataset_id`` upwards, in increasing order, ``"all"`` last: every
 non-test case labeled, the fully supervised upper bound), all made from one seeded split so that labeled sets are
 nested and the test cases are the same. Runs are expanded group by group (seeds, then labeled counts, then
@@ -30,6 +34,7 @@ trainers) and executed in that order, so the runs that give evidence early go fi
 """
 import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple, Union
 
@@ -43,6 +48,8 @@ REQUIRED_KEYS = ("protocol_version", "name", "source", "source_dataset_id", "fir
                  "split_seed", "configuration", "budget", "runs")
 OPTIONAL_KEYS = ("tiny_plans", "method_configs", "cost_steps", "description")
 
+TAG_PATTERN = re.compile(r"[A-Za-z0-9.-]+")
+
 Labeled = Union[int, str]
 
 
@@ -55,15 +62,22 @@ class RunSpec:
     trainer: str
     labeled: Labeled
     seed: int
+    #: names a group's own method configuration (e.g. "lambda0.3"); empty for the protocol's configuration
+    tag: str = ""
+
+    @property
+    def method(self) -> str:
+        """The trainer, and the tag when the run has its own method configuration."""
+        return f"{self.trainer}__{self.tag}" if self.tag else self.trainer
 
     @property
     def name(self) -> str:
         """Also the run's folder name: nnU-Net's own folder names do not tell seeds or labeled counts apart."""
-        return f"{self.trainer}__labeled{self.labeled}__seed{self.seed}"
+        return f"{self.method}__labeled{self.labeled}__seed{self.seed}"
 
     def describe(self) -> str:
         labeled = "all labeled" if self.labeled == ALL_LABELED else f"{self.labeled} labeled"
-        return f"{self.trainer}, {labeled}, seed {self.seed}"
+        return f"{self.method}, {labeled}, seed {self.seed}"
 
 
 @dataclass(frozen=True)
@@ -106,10 +120,15 @@ class Protocol:
             for seed in group["seeds"]:
                 for labeled in group["labeled"]:
                     for trainer in group["trainers"]:
-                        spec = RunSpec(trainer, labeled, seed)
+                        spec = RunSpec(trainer, labeled, seed, group.get("tag", ""))
                         if spec not in runs:
                             runs.append(spec)
         return runs
+
+    def method_config(self, run: RunSpec) -> dict:
+        """MICD_CONFIG of a run: the protocol's for its trainer, updated by its group's own."""
+        own = next((g["method_config"] for g in self.values["runs"] if g.get("tag", "") == run.tag and run.tag), {})
+        return {**self.method_configs.get(run.trainer, {}), **own}
 
     @property
     def labeled_counts(self) -> List[Labeled]:
@@ -160,12 +179,21 @@ def _check(values: dict) -> None:
 def _run_group_problems(groups) -> List[str]:
     if not isinstance(groups, list) or not groups:
         return ["runs must be a non-empty list of groups"]
-    problems = []
+    problems, tags = [], {}
     for i, group in enumerate(groups):
-        if not (isinstance(group, dict) and set(group) == {"trainers", "labeled", "seeds"}
-                and all(isinstance(group[k], list) and group[k] for k in group)):
-            problems.append(f"runs[{i}] must hold non-empty lists 'trainers', 'labeled' and 'seeds'")
+        lists = ("trainers", "labeled", "seeds")
+        if not (isinstance(group, dict) and set(lists) <= set(group) <= {*lists, "tag", "method_config"}
+                and all(isinstance(group[k], list) and group[k] for k in lists)):
+            problems.append(f"runs[{i}] must hold non-empty lists 'trainers', 'labeled' and 'seeds', and "
+                            f"optionally a 'method_config' with its 'tag'")
             continue
+        if ("tag" in group) != ("method_config" in group) or not (
+                "tag" not in group or (isinstance(group["tag"], str) and TAG_PATTERN.fullmatch(group["tag"])
+                                       and isinstance(group["method_config"], dict))):
+            problems.append(f"runs[{i}]: a group's own 'method_config' (an object) needs a 'tag' (letters, digits, "
+                            f"'.', '-') that names it, and a tag needs a method_config")
+        elif "tag" in group and tags.setdefault(group["tag"], group["method_config"]) != group["method_config"]:
+            problems.append(f"runs[{i}]: tag {group['tag']!r} names another method_config in an earlier group")
         for labeled in group["labeled"]:
             if labeled != ALL_LABELED and not (isinstance(labeled, int) and labeled >= 1):
                 problems.append(f"runs[{i}]: labeled counts are positive integers or {ALL_LABELED!r}, "

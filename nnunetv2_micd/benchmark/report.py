@@ -27,7 +27,7 @@ def group_runs(results: dict) -> Dict[Group, List[dict]]:
     """Finished runs by (trainer, labeled), seeds together; the upper bound is filed as its own method."""
     groups: Dict[Group, List[dict]] = defaultdict(list)
     for run in results["runs"].values():
-        trainer = UPPER_BOUND if run["labeled"] == ALL_LABELED else run["trainer"]
+        trainer = UPPER_BOUND if run["labeled"] == ALL_LABELED else run.get("method", run["trainer"])
         groups[(trainer, run["labeled"])].append(run)
     return dict(groups)
 
@@ -133,7 +133,7 @@ def plot_per_class(results: dict, filename: str) -> None:
 def plot_training_curves(results: dict, filename: str) -> None:
     fig, (loss_ax, dice_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
     for name, run in sorted(results["runs"].items()):
-        label = f"{run['trainer']}, {run['num_labeled']} labeled, seed {run['seed']}"
+        label = f"{run.get('method', run['trainer'])}, {run['num_labeled']} labeled, seed {run['seed']}"
         loss_ax.plot(run["curves"]["train_losses"], label=label, linewidth=1)
         dice_ax.plot(run["curves"]["ema_fg_dice"], label=label, linewidth=1)
     loss_ax.set_ylabel("training loss (supervised + weighted unsupervised)")

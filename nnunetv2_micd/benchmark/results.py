@@ -13,6 +13,7 @@ Schema (version 1)::
       "runs": {
         "<trainer>__labeled<n>__seed<s>": {
           "trainer": str, "labeled": int | "all", "seed": int,
+          "method": str,                      # optional: the trainer, with the tag of a group's own configuration
           "num_labeled": int, "num_unlabeled": int, "num_test": int, "dataset": str,
           "steps": int, "train_seconds": float, "predict_seconds": float,
           "dice": {"<label value>": float},  # mean test Dice per foreground class (nnU-Net's summary.json)

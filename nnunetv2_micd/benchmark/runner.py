@@ -122,8 +122,11 @@ class BenchmarkRunner:
             run_command(["nnUNetv2_convert_MSD_dataset", "-i", path, "-overwrite_id", str(source_id), "-np", "2"],
                         self.environment)
         else:
-            name = os.path.basename(path.rstrip("/")).split("_", 1)[-1]
-            shutil.copytree(path, join(self.raw, f"Dataset{source_id:03d}_{name}"))
+            # only the training cases: a source's own test split must never reach a benchmark's training data
+            target = join(self.raw, f"Dataset{source_id:03d}_{os.path.basename(path.rstrip('/')).split('_', 1)[-1]}")
+            for folder in ("imagesTr", "labelsTr"):
+                shutil.copytree(join(path, folder), join(target, folder))
+            shutil.copy(join(path, "dataset.json"), target)
 
     def _plan_source(self) -> None:
         plans_file = join(self.preprocessed, self.source_name, self.protocol.plans_name + ".json")
@@ -205,10 +208,10 @@ class BenchmarkRunner:
                        "MICD_NUM_EPOCHS": str(budget["num_epochs"]),
                        "MICD_ITERS_PER_EPOCH": str(budget["iterations_per_epoch"]),
                        "MICD_VAL_ITERS": str(budget["val_iterations"]), "MICD_SEED": str(run.seed)}
-        config = self.protocol.method_configs.get(run.trainer)
+        config = self.protocol.method_config(run)
         if config:
-            config_file = join(self.work, "method_configs", run.trainer + ".json")
-            maybe_mkdir_p(os.path.dirname(config_file))
+            config_file = join(self.run_folder(run), "method_config.json")
+            maybe_mkdir_p(self.run_folder(run))
             save_json(config, config_file)
             environment["MICD_CONFIG"] = config_file
         return environment
@@ -333,7 +336,7 @@ class BenchmarkRunner:
             case_name = os.path.basename(case["reference_file"]).split(".")[0]
             case_mean_dice[case_name] = float(np.mean(dice)) if dice else None
         return {
-            "trainer": run.trainer, "labeled": run.labeled, "seed": run.seed,
+            "trainer": run.trainer, "method": run.method, "labeled": run.labeled, "seed": run.seed,
             "num_labeled": len(split["labeled"]), "num_unlabeled": len(split["unlabeled"]),
             "num_test": len(split["test"]), "dataset": self.dataset_name(run.labeled),
             "steps": self.protocol.total_steps, "train_seconds": round(train_seconds, 1),

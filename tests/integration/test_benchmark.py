@@ -37,7 +37,7 @@ PROTOCOL = {
 def protocol_file(tmp_path_factory):
     folder = tmp_path_factory.mktemp("protocol")
     source = folder / "Dataset801_SyntheticSource"
-    write_synthetic_dataset(str(source), SyntheticSpec(num_labeled=9, num_unlabeled=0, num_test=0, shape=(24, 24, 24)))
+    write_synthetic_dataset(str(source), SyntheticSpec(num_labeled=9, num_unlabeled=0, num_test=2, shape=(24, 24, 24)))
     path = folder / "protocol.json"
     path.write_text(json.dumps({**PROTOCOL, "source": {"nnunet_raw_folder": str(source)}}))
     return path
@@ -95,6 +95,8 @@ def test_every_run_is_trained_predicted_and_evaluated(finished_benchmark):
         assert run["num_labeled"] == expected_labeled and run["num_unlabeled"] == 6 - expected_labeled
         assert (finished_benchmark["work"] / "runs" / f"{run['trainer']}__labeled{run['labeled']}__seed0" /
                 "predictions" / "summary.json").is_file()
+    source = finished_benchmark["work"] / "nnUNet_raw" / "Dataset801_SyntheticSource"
+    assert sorted(p.name for p in source.iterdir()) == ["dataset.json", "imagesTr", "labelsTr"]  # no test cases
     micd_run = results["runs"]["nnUNetTrainerMICD__labeled2__seed0"]
     assert micd_run["method_config"]["method"]["rampup_fraction"] == 0.5  # the protocol's method config
     assert micd_run["method_config"]["budget"]["seed"] == 0

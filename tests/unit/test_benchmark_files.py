@@ -105,3 +105,40 @@ def test_results_are_not_modified_by_validation():
     before = copy.deepcopy(results)
     validate(results)
     assert results == before
+
+
+def _protocol_with(tmp_path, groups, method_configs=None):
+    protocol, _ = load_protocol("hippocampus_cpu")
+    path = tmp_path / "protocol.json"
+    path.write_text(json.dumps({**protocol.values, "runs": groups, "method_configs": method_configs or {}}))
+    return load_protocol(str(path))[0]
+
+
+def test_a_group_may_run_its_own_method_configuration(tmp_path):
+    protocol = _protocol_with(tmp_path, [
+        {"trainers": ["nnUNetTrainerMICD"], "labeled": [10], "seeds": [0]},
+        {"trainers": ["nnUNetTrainerMICD"], "labeled": [10], "seeds": [0], "tag": "lambda0.3",
+         "method_config": {"lambda_max": 0.3}},
+    ], {"nnUNetTrainerMICD": {"rampup_fraction": 0.5}})
+    default, tagged = protocol.runs
+    assert (default.name, tagged.name) == ("nnUNetTrainerMICD__labeled10__seed0",
+                                           "nnUNetTrainerMICD__lambda0.3__labeled10__seed0")
+    assert protocol.method_config(default) == {"rampup_fraction": 0.5}
+    assert protocol.method_config(tagged) == {"rampup_fraction": 0.5, "lambda_max": 0.3}
+
+
+@pytest.mark.parametrize("group, message", [
+    ({"tag": "x"}, "needs a 'tag'"),
+    ({"method_config": {"lambda_max": 0.3}}, "needs a 'tag'"),
+    ({"tag": "a/b", "method_config": {}}, "needs a 'tag'"),
+])
+def test_bad_tags_are_refused(tmp_path, group, message):
+    with pytest.raises(ProtocolError, match=message):
+        _protocol_with(tmp_path, [{"trainers": ["nnUNetTrainerMICD"], "labeled": [10], "seeds": [0], **group}])
+
+
+def test_one_tag_names_one_configuration(tmp_path):
+    group = {"trainers": ["nnUNetTrainerMICD"], "labeled": [10], "seeds": [0], "tag": "a"}
+    with pytest.raises(ProtocolError, match="names another method_config"):
+        _protocol_with(tmp_path, [{**group, "method_config": {"lambda_max": 0.3}},
+                                  {**group, "method_config": {"lambda_max": 0.5}}])
