@@ -66,6 +66,14 @@ def _cmd_report(args) -> None:
     print(write_report(args.results, args.o))
 
 
+def _cmd_evaluate(args) -> None:
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2_micd.evaluation.evaluate import evaluate_folder, format_table
+    result = evaluate_folder(args.ref, args.pred, args.djfile, args.pfile, args.np)
+    names = {str(value): name for name, value in load_json(args.djfile)["labels"].items()}
+    print("\n".join(format_table(result, names)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="micd", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default=None, help="path of the source dataset, instead of the protocol's")
     p.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda when available")
     p.set_defaults(func=_cmd_benchmark)
+
+    p = commands.add_parser("evaluate", help="nnU-Net's evaluation plus ASD and HD95 per class (in mm)")
+    p.add_argument("ref", help="folder with the reference segmentations")
+    p.add_argument("pred", help="folder with the predictions (summary.json and summary_surface.json go here)")
+    p.add_argument("-djfile", required=True, help="dataset.json of the dataset")
+    p.add_argument("-pfile", required=True, help="plans file of the predictions")
+    p.add_argument("-np", type=int, default=2, help="worker processes (default: 2)")
+    p.set_defaults(func=_cmd_evaluate)
 
     p = commands.add_parser("report", help="markdown table and pictures from a benchmark's results.json")
     p.add_argument("results", help="results.json written by micd benchmark")

@@ -1,0 +1,53 @@
+"""Surface distances between two binary masks, in millimetres, from the voxel spacing.
+
+The surface of a mask is its voxels with at least one face neighbour outside the mask. Distances run from every
+surface voxel of one mask to the nearest surface voxel of the other, found with one Euclidean distance transform
+per direction on the box around both masks (exact: every surface voxel lies inside that box), so full CT volumes
+cost little more than their organs.
+"""
+from typing import Sequence, Tuple
+
+import numpy as np
+from scipy import ndimage
+
+
+def surface(mask: np.ndarray) -> np.ndarray:
+    """Voxels of ``mask`` with a face neighbour outside it (the image border counts as outside)."""
+    structure = ndimage.generate_binary_structure(mask.ndim, 1)
+    return mask & ~ndimage.binary_erosion(mask, structure, border_value=0)
+
+
+def _bounding_box(*masks: np.ndarray) -> Tuple[slice, ...]:
+    """The box around both masks with one voxel to spare, so that surfaces found inside it are the true ones."""
+    union = np.logical_or.reduce(masks)
+    return tuple(slice(max(int(indices.min()) - 1, 0), min(int(indices.max()) + 2, size))
+                 for indices, size in zip(np.nonzero(union), union.shape))
+
+
+def surface_distances(prediction: np.ndarray, reference: np.ndarray,
+                      spacing: Sequence[float]) -> Tuple[np.ndarray, np.ndarray]:
+    """Distances (mm) from every surface voxel of ``prediction`` to the surface of ``reference``, and back.
+    Both masks must be non-empty."""
+    prediction, reference = prediction.astype(bool), reference.astype(bool)
+    if prediction.shape != reference.shape or len(spacing) != prediction.ndim:
+        raise ValueError(f"masks of shapes {prediction.shape} and {reference.shape} with spacing {tuple(spacing)} "
+                         f"do not match")
+    if not prediction.any() or not reference.any():
+        raise ValueError("surface distances need two non-empty masks")
+    box = _bounding_box(prediction, reference)
+    surface_prediction, surface_reference = surface(prediction[box]), surface(reference[box])
+    to_reference = ndimage.distance_transform_edt(~surface_reference, sampling=spacing)
+    to_prediction = ndimage.distance_transform_edt(~surface_prediction, sampling=spacing)
+    return to_reference[surface_prediction], to_prediction[surface_reference]
+
+
+def average_surface_distance(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[float]) -> float:
+    """Mean over both directions' surface distances (the symmetric ASD)."""
+    forward, backward = surface_distances(prediction, reference, spacing)
+    return float(np.concatenate((forward, backward)).mean())
+
+
+def hausdorff_distance_95(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[float]) -> float:
+    """The larger of the two directions' 95th percentiles of the surface distances (HD95)."""
+    forward, backward = surface_distances(prediction, reference, spacing)
+    return float(max(np.percentile(forward, 95), np.percentile(backward, 95)))
