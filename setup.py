@@ -12,6 +12,7 @@ setup(
         "nnunetv2_micd",
         "nnunetv2_micd.benchmark",
         "nnunetv2_micd.dataset",
+        "nnunetv2_micd.evaluation",
         "nnunetv2_micd.dataloading",
         "nnunetv2_micd.method",
         "nnunetv2_micd.training",
@@ -20,7 +21,8 @@ setup(
     # The top-level trainers/ folder (what nnUNet_extTrainer points to) ships as part of the package,
     # so `micd trainer-path` finds it after `pip install .` as well as `pip install -e .`.
     package_dir={"nnunetv2_micd.trainers": "trainers"},
-    package_data={"nnunetv2_micd.benchmark": ["protocols/*.json"]},
+    package_data={"nnunetv2_micd.benchmark": ["protocols/*.json"],
+                  "nnunetv2_micd.dataset": ["dhc_splits/*/*.txt", "dhc_splits/README.md"]},
     install_requires=[
         "nnunetv2>=2.8.1,<2.9",
         "torch>=2.1,<=2.14.1",

@@ -74,6 +74,19 @@ def _cmd_evaluate(args) -> None:
     print("\n".join(format_table(result, names)))
 
 
+def _cmd_convert(benchmark_name: str):
+    def command(args) -> None:
+        from nnunetv2_micd.dataset import dhc_benchmarks
+        benchmark = getattr(dhc_benchmarks, benchmark_name)
+        dhc_benchmarks.convert(benchmark, args.source, args.labeled, args.o, getattr(args, "ct_only", False))
+    return command
+
+
+def _cmd_dhc_splits(args) -> None:
+    from nnunetv2_micd.dataset.dhc_benchmarks import write_dhc_splits_final
+    print(write_dhc_splits_final(args.d))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="micd", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -140,6 +153,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default=None, help="path of the source dataset, instead of the protocol's")
     p.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda when available")
     p.set_defaults(func=_cmd_benchmark)
+
+    for benchmark, fractions, layout in (("SYNAPSE", "10%%, 20%% or 40%%", "RawData/Training/{img,label}"),
+                                         ("AMOS", "2%%, 5%% or 10%%", "imagesTr, labelsTr, imagesVa, labelsVa")):
+        p = commands.add_parser(f"convert-{benchmark.lower()}",
+                                help=f"{benchmark.capitalize()} with DHC's semi-supervised split as an nnU-Net raw "
+                                     f"dataset")
+        p.add_argument("source", help=f"the download as distributed ({layout})")
+        p.add_argument("--labeled", required=True, help=f"DHC's labeled fraction: {fractions}")
+        p.add_argument("-o", type=int, default=None, help="dataset id (default: 720 Synapse, 730 AMOS)")
+        if benchmark == "AMOS":
+            p.add_argument("--ct-only", action="store_true",
+                           help="leave out the MRI cases (ids >= 500) from every split")
+        p.set_defaults(func=_cmd_convert(benchmark))
+
+    p = commands.add_parser("dhc-splits", help="write splits_final.json: train on DHC's labeled, validate on its "
+                                                "eval cases (after planning)")
+    p.add_argument("-d", required=True, help="dataset made by micd convert-synapse or convert-amos")
+    p.set_defaults(func=_cmd_dhc_splits)
 
     p = commands.add_parser("evaluate", help="nnU-Net's evaluation plus ASD and HD95 per class (in mm)")
     p.add_argument("ref", help="folder with the reference segmentations")
