@@ -6,6 +6,7 @@ can be stored in a checkpoint, and return weights that sum to the number of clas
 from typing import Any, Dict, Optional, Sequence
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 
@@ -14,6 +15,14 @@ def _validate(num_classes: int, momentum: float) -> None:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     if not 0 <= momentum <= 1:
         raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+
+
+def _sum_across_processes(statistics: torch.Tensor) -> torch.Tensor:
+    """Batch statistics summed over all processes of a distributed run (unchanged otherwise), so that every
+    process keeps the same running statistics and therefore the same weights."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(statistics)
+    return statistics
 
 
 def _normalise(raw_weights: torch.Tensor) -> torch.Tensor:
@@ -39,11 +48,12 @@ class DistributionAwareWeights:
         """Add the voxel counts of `label_maps`; values outside [0, num_classes) (e.g. ignore labels) are skipped."""
         if len(label_maps) == 0:
             raise ValueError("update needs at least one label map")
-        counts = torch.zeros(self.num_classes, dtype=torch.float64)
+        counts = torch.zeros(self.num_classes, dtype=torch.float64, device=label_maps[0].device)
         for label_map in label_maps:
             labels = label_map.detach().flatten()
             labels = labels[(labels >= 0) & (labels < self.num_classes)]
-            counts += torch.bincount(labels, minlength=self.num_classes).cpu()
+            counts += torch.bincount(labels, minlength=self.num_classes)
+        counts = _sum_across_processes(counts).cpu()
         if self.counts is None:
             self.counts = counts
         else:
@@ -96,9 +106,9 @@ class DifficultyAwareWeights:
         probabilities = probabilities.detach().float()
         one_hot = F.one_hot(labels.detach().long(), self.num_classes).movedim(-1, 1).float()
         reduce_dims = [0] + list(range(2, probabilities.ndim))
-        intersection = (probabilities * one_hot).sum(reduce_dims).cpu().double()
-        label_volume = one_hot.sum(reduce_dims).cpu().double()
-        prediction_volume = probabilities.sum(reduce_dims).cpu().double()
+        statistics = torch.stack([(probabilities * one_hot).sum(reduce_dims), one_hot.sum(reduce_dims),
+                                  probabilities.sum(reduce_dims)]).double()
+        intersection, label_volume, prediction_volume = _sum_across_processes(statistics).cpu()
 
         present = label_volume > 0
         batch_dice = 2 * intersection / (prediction_volume + label_volume).clamp_min(1e-8)

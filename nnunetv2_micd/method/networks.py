@@ -6,7 +6,7 @@ nnU-Net's predictor rebuilds a network with the trainer's ``build_network_archit
 buffer; teachers, optimizer and training state are saved under other checkpoint keys.
 """
 from contextlib import contextmanager
-from typing import List, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import torch
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
@@ -82,7 +82,16 @@ class DualBranchNetwork(nn.Module):
         for branch in self.branches:
             branch.decoder.deep_supervision = enabled
 
-    def forward(self, x: torch.Tensor) -> Output:
+    def forward(self, x: torch.Tensor, masked: Optional[torch.Tensor] = None,
+                separate_branches: bool = False) -> Union[Output, Tuple]:
+        """Prediction: the branches' average (or branch A alone). With ``separate_branches``: every branch's output
+        on ``x`` and, when given, on ``masked`` as ((a, a_masked), (b, b_masked)), all passes on ``x`` first.
+
+        Training passes go through this one call so that a DistributedDataParallel wrapper sees them."""
+        if separate_branches:
+            outputs = [branch(x) for branch in self.branches]
+            masked_outputs = [branch(masked) if masked is not None else None for branch in self.branches]
+            return tuple(zip(outputs, masked_outputs))
         output_a = self.branch_a(x)
         if not self.use_branch_b:
             return output_a
@@ -90,21 +99,22 @@ class DualBranchNetwork(nn.Module):
 
 
 class DecoderFeatureRecorder:
-    """Records the output of every decoder stage of a U-Net, only inside :meth:`recording` (the features CFC
-    compares), so validation and inference passes keep nothing."""
+    """Records the output of every decoder stage of a U-Net for the first forward pass inside :meth:`recording`
+    (the features CFC compares), so later passes (masked copies), validation and inference keep nothing."""
 
     def __init__(self, network: nn.Module):
         self.features: List[torch.Tensor] = []
         self._active = False
+        self._num_stages = len(network.decoder.stages)
         self._handles = [stage.register_forward_hook(self._record) for stage in network.decoder.stages]
 
     def _record(self, module, inputs, output) -> None:
-        if self._active:
+        if self._active and len(self.features) < self._num_stages:
             self.features.append(output)
 
     @contextmanager
     def recording(self):
-        """Records during the block; the features are then in :attr:`features`, shallowest stage first."""
+        """Records during the block; the features are then in :attr:`features`, deepest decoder stage first."""
         self.features, self._active = [], True
         try:
             yield self

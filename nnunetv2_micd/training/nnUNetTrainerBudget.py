@@ -32,7 +32,8 @@ class nnUNetTrainerBudget(nnUNetTrainer):
         self.num_val_iterations_per_epoch = self.budget.val_iterations
         self.save_every = self.budget.save_every
         if self.budget.seed is not None:
-            seed_everything(self.budget.seed)
+            # every rank of a multi-GPU run draws its own patches; DDP gives all ranks rank 0's initial weights
+            seed_everything(self.budget.seed + self.local_rank)
 
     def effective_config(self) -> dict:
         """What this run was configured with; written next to the checkpoints."""

@@ -3,6 +3,7 @@
 Two heterogeneous students (nnU-Net's planned U-Net and the other U-Net family) with EMA teachers. The saved
 network is a :class:`DualBranchNetwork`, so nnU-Net's predictor uses both branches without knowing about MICD.
 """
+from contextlib import ExitStack
 from typing import Dict, List
 
 import torch
@@ -75,33 +76,29 @@ class nnUNetTrainerMICD(nnUNetTrainerSemiSupervised):
     def compute_losses(self, data: torch.Tensor, target, unlabeled: torch.Tensor) -> Dict[str, torch.Tensor]:
         """All MICD terms for one labeled and one unlabeled batch (see docs/MICD_METHOD.md of the project)."""
         config = self.method_config
-        students = self.students
         num_labeled = data.shape[0]
         # labeled and unlabeled patches share one forward per student: instance norm (and everything else in
         # nnU-Net's U-Nets) works per sample, so this is exactly the same as two separate forwards
         x = torch.cat((data, unlabeled))
-        outputs, features = [], []
-        for student, recorder in zip(students, self.feature_recorders):
+        masked = config.weight_mcpc > 0 and config.mask_ratio > 0
+        x_masked = apply_mask(x, self._block_mask(x)) if masked else None
+        with ExitStack() as stack:  # CFC compares the decoder features of the passes on x
             if config.weight_cfc > 0:
-                with recorder.recording():
-                    outputs.append(student(x))
-                features.append(recorder.take())
-            else:
-                outputs.append(student(x))
+                for recorder in self.feature_recorders:
+                    stack.enter_context(recorder.recording())
+            # one call of self.network, so that a DistributedDataParallel wrapper sees every training pass
+            (output_a, masked_a), (output_b, masked_b) = self.network(x, x_masked, separate_branches=True)
+        outputs = (output_a, output_b)
         logits = [highest_resolution(o) for o in outputs]
         losses = {"loss_sup": sum(self.loss(first_samples(o, num_labeled), target) for o in outputs)}
         if config.weight_mcpc > 0:
-            if config.mask_ratio > 0:
-                x_masked = apply_mask(x, self._block_mask(x))
-                masked_logits = [highest_resolution(student(x_masked)) for student in students]
-            else:
-                masked_logits = logits
+            masked_logits = [highest_resolution(o) for o in (masked_a, masked_b)] if masked else logits
             weights_a, weights_b = ((self.class_weights_a.weights.to(x.device),
                                      self.class_weights_b.weights.to(x.device))
                                     if config.class_weighting == "dhc" else (None, None))
             losses["loss_mcpc"] = mcpc_loss(*masked_logits, *logits, weights_a, weights_b)
         if config.weight_cfc > 0:
-            losses["loss_cfc"] = cfc_loss(*features)
+            losses["loss_cfc"] = cfc_loss(*(recorder.take() for recorder in self.feature_recorders))
         if config.weight_cmd > 0:
             with torch.no_grad():
                 teacher_logits = [teacher(unlabeled) for teacher in self.teachers]

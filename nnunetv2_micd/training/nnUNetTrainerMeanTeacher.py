@@ -36,7 +36,7 @@ class nnUNetTrainerMeanTeacher(nnUNetTrainerSemiSupervised):
     def compute_losses(self, data: torch.Tensor, target, unlabeled: torch.Tensor) -> Dict[str, torch.Tensor]:
         num_labeled = data.shape[0]
         # one forward for labeled and unlabeled patches: instance norm works per sample, so this is exact
-        output = self.plain_network(torch.cat((data, unlabeled)))
+        output = self.network(torch.cat((data, unlabeled)))  # through a DDP wrapper when there is one
         with torch.no_grad():
             teacher_logits = self.teachers[0](self._noisy(unlabeled))
         losses = {"loss_sup": self.loss(first_samples(output, num_labeled), target),

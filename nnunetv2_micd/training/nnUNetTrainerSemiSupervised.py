@@ -17,6 +17,7 @@ from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast, nn
 from torch._dynamo import OptimizedModule
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nnunetv2_micd.dataloading.unlabeled_loader import UnlabeledDataLoader, make_augmenter, nnUNetDatasetUnlabeled
 from nnunetv2_micd.dataset.preprocess_unlabeled import RECORD_FILE, preprocessing_signature, unlabeled_data_folder
@@ -48,6 +49,10 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainerBudget):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
+        if self.is_ddp and not torch.cuda.is_available():
+            # nnU-Net's DDP assumes one GPU per process; without CUDA (a gloo process group) every process trains
+            # on the CPU
+            self.device, self.grad_scaler = torch.device("cpu"), None
         self.method_config = self.config_class.from_environment(**self.config_overrides)
         self._refuse_unsupported_modes()
         self.logger.local_logger = MICDLocalLogger(self.log_keys)
@@ -58,13 +63,29 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainerBudget):
     def _refuse_unsupported_modes(self) -> None:
         unsupported = [name for name, present in (("region-based training", self.label_manager.has_regions),
                                                   ("an ignore label", self.label_manager.has_ignore_label),
-                                                  ("the cascade", self.is_cascaded),
-                                                  ("multi-GPU training (-num_gpus > 1)", self.is_ddp)) if present]
+                                                  ("the cascade", self.is_cascaded)) if present]
         if unsupported:
             raise ConfigError(f"{self.__class__.__name__} does not support {' or '.join(unsupported)}")
 
     def effective_config(self) -> dict:
         return {**super().effective_config(), "method": self.method_config.to_dict()}
+
+    def initialize(self):
+        """nnU-Net's, except that the DistributedDataParallel wrapper is made here: nnU-Net gives it CUDA device
+        ids, which a CPU (gloo) process group cannot take. Batch split and loss are nnU-Net's."""
+        if self.was_initialized:
+            return
+        distributed, self.is_ddp = self.is_ddp, False
+        try:
+            super().initialize()
+        finally:
+            self.is_ddp = distributed
+        if distributed:
+            self._set_batch_size_and_oversample()  # this rank's share of the global batch
+            self.loss = self._build_loss()
+            if self.device.type == "cuda":
+                self.network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.network)
+            self.network = DDP(self.network, device_ids=[self.local_rank] if self.device.type == "cuda" else None)
 
     @property
     def plain_network(self) -> nn.Module:
