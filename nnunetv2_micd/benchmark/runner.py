@@ -274,7 +274,8 @@ class BenchmarkRunner:
         return self._collect(run, model_folder, predictions, train_seconds, time.time() - start)
 
     def _train(self, run: RunSpec, environment: Dict[str, str], model_folder: str) -> float:
-        """Trains, or continues an interrupted training; returns the training time of all attempts."""
+        """Trains, or continues an interrupted training; returns the wall time of all attempts (up to the last epoch
+        start an attempt that was killed had reached)."""
         timing_file = join(self.run_folder(run), "train_seconds.json")
         spent = load_json(timing_file)["seconds"] if isfile(timing_file) else 0.0
         if isfile(join(model_folder, "checkpoint_final.pth")):
@@ -292,6 +293,8 @@ class BenchmarkRunner:
             match = EPOCH_LINE.search(line)
             if match is None:
                 return
+            # kept up to date, so that a run killed with the benchmark still counts its time
+            save_json({"seconds": spent + time.time() - start}, timing_file)
             epoch = int(match.group(1))
             if first_epoch[0] is None:
                 first_epoch[0] = epoch
