@@ -170,14 +170,17 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainerBudget):
         unlabeled = next(self.dataloader_unlabeled)["data"].to(self.device, non_blocking=True)
 
         self.optimizer.zero_grad(set_to_none=True)
-        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
-            losses = self.compute_losses(data, target, unlabeled)
-        self._refuse_non_finite(losses)
-        if self.grad_scaler is not None:
-            self.grad_scaler.scale(losses["loss"]).backward()
-            self.grad_scaler.unscale_(self.optimizer)
-        else:
-            losses["loss"].backward()
+        try:
+            with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+                losses = self.compute_losses(data, target, unlabeled)
+            self._refuse_non_finite(losses)
+            if self.grad_scaler is not None:
+                self.grad_scaler.scale(losses["loss"]).backward()
+                self.grad_scaler.unscale_(self.optimizer)
+            else:
+                losses["loss"].backward()
+        except torch.cuda.OutOfMemoryError:
+            raise MemoryError(self._out_of_memory_message(data, unlabeled)) from None
         for student in self.students:
             torch.nn.utils.clip_grad_norm_(student.parameters(), GRADIENT_CLIP_NORM)
         if self.grad_scaler is not None:
@@ -189,6 +192,19 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainerBudget):
             ema_update_(teacher, student, self.method_config.ema_decay)
         self.optimizer_step += 1
         return {key: value.detach().cpu().numpy() for key, value in losses.items()}
+
+    def _out_of_memory_message(self, data: torch.Tensor, unlabeled: torch.Tensor) -> str:
+        """What did not fit, with the numbers and the ways to make it fit."""
+        in_use = ""
+        if self.device.type == "cuda":
+            free, total = torch.cuda.mem_get_info(self.device)
+            in_use = (f"; {(total - free) / 2 ** 30:.1f} of {total / 2 ** 30:.1f} GiB in use, peak allocated "
+                      f"{torch.cuda.max_memory_allocated(self.device) / 2 ** 30:.1f} GiB")
+        return (f"out of memory at optimizer step {self.optimizer_step}: {data.shape[0]} labeled + "
+                f"{unlabeled.shape[0]} unlabeled patches of {tuple(data.shape[2:])} voxels through "
+                f"{len(self.students)} student(s), with {len(self.teachers)} teacher(s){in_use}. Lower "
+                f"unlabeled_batch_size in MICD_CONFIG, or train with smaller plans (a smaller batch or "
+                f"nnUNetv2_plan_experiment -gpu_memory_target), then continue with --c.")
 
     def _refuse_non_finite(self, losses: Dict[str, torch.Tensor]) -> None:
         """Stops before a non-finite loss reaches the weights (one host sync per step)."""

@@ -51,7 +51,7 @@ def amos_download(tmp_path_factory):
     for i, case in enumerate(_ids(AMOS)):
         images, labels = ("imagesVa", "labelsVa") if case in test else ("imagesTr", "labelsTr")
         _write_case(root / images / f"{case}.nii.gz", root / labels / f"{case}.nii.gz", (1 + i % 15,), seed=i,
-                    shape=(4, 6, 6))
+                    shape=(8, 12, 12))
     (root / "dataset.json").write_text(json.dumps({"name": "AMOS", "labels": {}}))
     return root
 
@@ -84,11 +84,15 @@ def test_synapse_converts_plans_and_validates_on_dhcs_eval_cases(synapse_downloa
     assert len(list((preprocessed / "nnUNetPlans_3d_fullres_unlabeled").glob("*.b2nd"))) >= 16
 
 
-def test_amos_converts_with_and_without_mri(amos_download, nnunet_folders):
+def test_amos_converts_with_and_without_mri_and_preprocesses(amos_download, nnunet_folders):
     micd("convert-amos", amos_download, "--labeled", "5%", "-o", 731)
     raw = nnunet_folders["nnUNet_raw"] / "Dataset731_Amos5p"
     assert len(_cases(raw / "imagesTr")) == 10 + 24 and len(_cases(raw / "imagesUnlabeled")) == 206
     assert len(_cases(raw / "imagesTs")) == 120
+    run(["nnUNetv2_plan_and_preprocess", "-d", "731", "-c", "3d_fullres", "-np", "2"])
+    micd("preprocess-unlabeled", "-d", 731, "-c", "3d_fullres", "-np", "2")
+    splits = json.loads(Path(micd("dhc-splits", "-d", 731).stdout.strip()).read_text())
+    assert len(splits[0]["train"]) == 10 and len(splits[0]["val"]) == 24
     micd("convert-amos", amos_download, "--labeled", "5%", "-o", 732, "--ct-only")
     ct_only = nnunet_folders["nnUNet_raw"] / "Dataset732_Amos5p_CT"
     every_case = [c for folder in ("imagesTr", "imagesUnlabeled", "imagesTs") for c in _cases(ct_only / folder)]

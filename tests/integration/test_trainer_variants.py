@@ -261,3 +261,17 @@ def test_unlabeled_data_from_other_plans_settings_is_refused(environment):
 def test_plans_without_the_configuration_are_refused(environment):
     with pytest.raises(RuntimeError, match="3d_lowres not found in plans"):
         _trainer(environment, "nnUNetTrainerMICD", "3d_lowres")
+
+
+def test_a_batch_that_does_not_fit_stops_with_the_numbers(environment, monkeypatch):
+    trainer = _trainer(environment, "nnUNetTrainerMICD")
+    trainer.initialize()
+
+    def out_of_memory(*args):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(trainer, "compute_losses", out_of_memory)
+    with pytest.raises(MemoryError, match=r"out of memory at optimizer step 0: 2 labeled \+ 2 unlabeled patches of "
+                                          r"\(40, 40, 40\) voxels through 2 student\(s\), with 2 teacher\(s\)\. "
+                                          r"Lower unlabeled_batch_size"):
+        _one_step(trainer)
