@@ -139,10 +139,10 @@ class BenchmarkRunner:
         run_command(["nnUNetv2_plan_and_preprocess", "-d", str(self.protocol.values["source_dataset_id"]),
                      "--no_pp", "-npfp", "2"], planning_environment)
         tiny = self.protocol.values.get("tiny_plans")
-        if tiny:
-            features = ",".join(map(str, tiny.get("features", (8, 16, 32, 64))))
-            run_command(self.micd_command("tiny-plans", "-d", self.source_name, "--features", features,
-                                          "--batch-size", tiny.get("batch_size", 2)), self.environment)
+        if tiny:  # what the protocol leaves out keeps micd tiny-plans' own default
+            options = (["--features", ",".join(map(str, tiny["features"]))] if "features" in tiny else []) + \
+                      (["--batch-size", tiny["batch_size"]] if "batch_size" in tiny else [])
+            run_command(self.micd_command("tiny-plans", "-d", self.source_name, *options), self.environment)
 
     def _make_dataset(self, labeled) -> None:
         name, plans = self.dataset_name(labeled), self.protocol.plans_name
