@@ -125,9 +125,14 @@ class Protocol:
                             runs.append(spec)
         return runs
 
+    @property
+    def tagged_method_configs(self) -> Dict[str, dict]:
+        """Tag -> the method configuration of the groups that carry it."""
+        return {g["tag"]: g["method_config"] for g in self.values["runs"] if "tag" in g}
+
     def method_config(self, run: RunSpec) -> dict:
         """MICD_CONFIG of a run: the protocol's for its trainer, updated by its group's own."""
-        own = next((g["method_config"] for g in self.values["runs"] if g.get("tag", "") == run.tag and run.tag), {})
+        own = self.tagged_method_configs.get(run.tag, {})
         return {**self.method_configs.get(run.trainer, {}), **own}
 
     @property
@@ -205,6 +210,8 @@ def _run_group_problems(groups) -> List[str]:
             if needing_unlabeled:
                 problems.append(f"runs[{i}]: {needing_unlabeled} need unlabeled cases, which {ALL_LABELED!r} "
                                 f"leaves none of")
+    if not problems and all(labeled == ALL_LABELED for group in groups for labeled in group["labeled"]):
+        problems.append(f"runs: at least one group needs a labeled count below {ALL_LABELED!r}")
     return problems
 
 

@@ -6,12 +6,12 @@ Schema (version 1)::
       "schema_version": 1,
       "protocol": {...},                    # the protocol file's content the runs were made with
       "labels": {"1": "Anterior", ...},     # foreground label value -> class name (from dataset.json)
-      "cost": {                             # optional: one measurement of every trainer in the same process
+      "cost": {                             # optional: every trainer measured in a fresh process
         "device": "cpu (2 threads)", "steps": 10,
         "trainers": {"nnUNetTrainerMICD": {"seconds_per_step": 2.1, "peak_memory_mib": 850.0}, ...}
       },
       "runs": {
-        "<trainer>__labeled<n>__seed<s>": {
+        "<method>__labeled<n>__seed<s>": {
           "trainer": str, "labeled": int | "all", "seed": int,
           "method": str,                      # optional: the trainer, with the tag of a group's own configuration
           "num_labeled": int, "num_unlabeled": int, "num_test": int, "dataset": str,

@@ -175,8 +175,13 @@ class BenchmarkRunner:
         return load_json(join(self.raw, self.dataset_name(labeled), "ssl_manifest.json"))["splits"]
 
     def _check_nested_splits(self) -> None:
-        """Every dataset must test on the same cases, and smaller labeled sets must lie inside larger ones."""
+        """Every dataset must hold its labeled count, test on the same cases, and smaller labeled sets must lie
+        inside larger ones (a dataset id names another labeled count once counts are added to a protocol)."""
         splits = [self._split(labeled) for labeled in self.protocol.labeled_counts]
+        for labeled, split in zip(self.protocol.labeled_counts, splits):
+            if (len(split["labeled"]) != labeled) if labeled != ALL_LABELED else bool(split["unlabeled"]):
+                raise ProtocolError(f"{self.dataset_name(labeled)} in {self.raw} does not have {labeled} labeled "
+                                    f"cases (made for another protocol?); use another work folder")
         for smaller, larger in zip(splits, splits[1:]):
             if smaller["test"] != larger["test"] or not set(smaller["labeled"]) <= set(larger["labeled"]):
                 raise ProtocolError(f"the datasets in {self.raw} are not nested splits with one test split; "
@@ -188,8 +193,11 @@ class BenchmarkRunner:
 
     def _refuse_other_protocol(self, recorded: dict) -> None:
         mine, theirs = self.protocol.comparable_settings(), Protocol(recorded).comparable_settings()
-        if theirs != mine:
-            changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        my_tags, their_tags = self.protocol.tagged_method_configs, Protocol(recorded).tagged_method_configs
+        changed += [f"method_config of tag {tag!r}" for tag in sorted(my_tags.keys() & their_tags.keys())
+                    if my_tags[tag] != their_tags[tag]]
+        if changed:
             raise ProtocolError(f"{self.results_file} holds runs made under other protocol settings "
                                 f"({', '.join(changed)}); use another work folder")
         self.results["protocol"] = self.protocol.values  # runs may have been added
@@ -217,8 +225,8 @@ class BenchmarkRunner:
         return environment
 
     def measure_cost(self) -> None:
-        """Seconds per step and peak memory of every trainer, measured in one process on the same batches
-        (``micd bench-step``), so that their ratios hold on a noisy machine."""
+        """Seconds per step and peak memory of every trainer, each measured in a fresh process right after the
+        other (``micd bench-step``), so that their ratios hold on a noisy machine."""
         trainers = sorted({run.trainer for run in self.protocol.runs})
         labeled = next(c for c in self.protocol.labeled_counts if c != ALL_LABELED)
         self.say(f"measuring seconds per step and memory of {', '.join(trainers)} ({self.protocol.cost_steps} "

@@ -154,7 +154,8 @@ def _positive_int_from_environment(name: str, default: Optional[int], minimum: i
 
 @dataclass(frozen=True)
 class TrainingBudget:
-    """How long a run trains; equal budgets make a baseline and MICD comparable. Defaults are nnU-Net's."""
+    """How long a run trains; equal budgets make a baseline and MICD comparable. Defaults are nnU-Net's, except
+    save_every."""
     num_epochs: int = 1000
     iterations_per_epoch: int = 250
     val_iterations: int = 50

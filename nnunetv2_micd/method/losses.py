@@ -78,12 +78,6 @@ def cmd_loss(student_logits_a: torch.Tensor,
             + weighted_cross_entropy(student_logits_b, hard_pseudo_label(teacher_logits_b)))
 
 
-def cps_loss(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
-    """Cross pseudo supervision (Chen et al., 2021): each network fits the other's hard pseudo-label on the same
-    input; MCPC without masking and class weights."""
-    return mcpc_loss(logits_a, logits_b, logits_a, logits_b)
-
-
 def softmax_mse_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
     """Mean-teacher consistency (Tarvainen & Valpola, 2017): squared difference of the class probabilities,
     averaged over every element. No gradient reaches the teacher."""

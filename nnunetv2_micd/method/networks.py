@@ -106,7 +106,8 @@ class DecoderFeatureRecorder:
         self.features: List[torch.Tensor] = []
         self._active = False
         self._num_stages = len(network.decoder.stages)
-        self._handles = [stage.register_forward_hook(self._record) for stage in network.decoder.stages]
+        for stage in network.decoder.stages:
+            stage.register_forward_hook(self._record)
 
     def _record(self, module, inputs, output) -> None:
         if self._active and len(self.features) < self._num_stages:
@@ -126,6 +127,3 @@ class DecoderFeatureRecorder:
         features, self.features = self.features, []
         return features
 
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()

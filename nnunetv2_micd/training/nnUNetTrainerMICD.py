@@ -74,7 +74,7 @@ class nnUNetTrainerMICD(nnUNetTrainerSemiSupervised):
         return random_block_mask(x.shape[0], spatial, block_size, self.method_config.mask_ratio, device=x.device)
 
     def compute_losses(self, data: torch.Tensor, target, unlabeled: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """All MICD terms for one labeled and one unlabeled batch (see docs/MICD_METHOD.md of the project)."""
+        """All MICD terms for one labeled and one unlabeled batch (the README's Trainers section lists them)."""
         config = self.method_config
         num_labeled = data.shape[0]
         # labeled and unlabeled patches share one forward per student: instance norm (and everything else in

@@ -123,6 +123,17 @@ def test_a_changed_protocol_is_refused(finished_benchmark, protocol_file, tmp_pa
     assert "other protocol settings (budget)" in result.stderr
 
 
+def test_a_dataset_made_for_another_labeled_count_is_refused(finished_benchmark, protocol_file, tmp_path):
+    changed = json.loads(protocol_file.read_text())
+    changed["runs"][1]["labeled"] = [3, "all"]  # Dataset811 now stands for 3 labeled cases, but holds 4
+    path = tmp_path / "changed.json"
+    path.write_text(json.dumps(changed))
+    result = subprocess.run([sys.executable, "-m", "nnunetv2_micd.cli", "benchmark", str(path), "-o",
+                             str(finished_benchmark["work"])], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "does not have 3 labeled cases" in result.stderr
+
+
 def test_report_writes_table_and_pictures(finished_benchmark, tmp_path):
     micd("report", finished_benchmark["work"] / "results.json", "-o", tmp_path)
     report = (tmp_path / "report.md").read_text()

@@ -46,6 +46,7 @@ def test_builtin_protocol_loads_and_runs_the_headline_first():
     ({"extra": 1}, "unknown key 'extra'"),
     ({"runs": [{"trainers": ["nnUNetTrainerMICD"], "labeled": ["all"], "seeds": [0]}]}, "need unlabeled cases"),
     ({"runs": [{"trainers": ["nnUNetTrainerMICD"], "labeled": [0], "seeds": [0]}]}, "positive integers"),
+    ({"runs": [{"trainers": ["nnUNetTrainerBudget"], "labeled": ["all"], "seeds": [0]}]}, "labeled count below"),
 ])
 def test_bad_protocols_are_refused_with_the_reason(tmp_path, change, message):
     protocol, path = load_protocol("hippocampus_cpu")
@@ -142,3 +143,17 @@ def test_one_tag_names_one_configuration(tmp_path):
     with pytest.raises(ProtocolError, match="names another method_config"):
         _protocol_with(tmp_path, [{**group, "method_config": {"lambda_max": 0.3}},
                                   {**group, "method_config": {"lambda_max": 0.5}}])
+
+
+def test_a_changed_configuration_of_a_tag_is_refused_on_resume(tmp_path):
+    from nnunetv2_micd.benchmark.runner import BenchmarkRunner
+    group = {"trainers": ["nnUNetTrainerMICD"], "labeled": [10], "seeds": [0], "tag": "a"}
+    recorded = _protocol_with(tmp_path, [{**group, "method_config": {"lambda_max": 0.3}}])
+    runner = BenchmarkRunner(_protocol_with(tmp_path, [{**group, "method_config": {"lambda_max": 0.5}}]),
+                             str(tmp_path / "work"))
+    runner.results = empty_results(recorded.values, LABELS)
+    with pytest.raises(ProtocolError, match="method_config of tag 'a'"):
+        runner._refuse_other_protocol(recorded.values)
+    runner.protocol = _protocol_with(tmp_path, [{**group, "method_config": {"lambda_max": 0.3}},
+                                                {**group, "tag": "b", "method_config": {"lambda_max": 0.5}}])
+    runner._refuse_other_protocol(recorded.values)  # a tag added to the protocol is fine

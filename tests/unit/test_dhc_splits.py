@@ -12,7 +12,8 @@ def test_published_counts_and_no_leakage(benchmark, labeled, counts):
     split = dhc_split(benchmark, labeled)
     assert tuple(len(split[k]) for k in ("labeled", "unlabeled", "eval", "test")) == counts
     groups = [set(split[k]) for k in ("labeled", "unlabeled", "eval", "test")]
-    assert sum(len(g) for g in groups) == len(set().union(*groups))  # pairwise disjoint, no duplicates
+    assert sum(len(g) for g in groups) == len(set().union(*groups))  # pairwise disjoint
+    assert all(len(split[k]) == len(set(split[k])) for k in split)  # no case listed twice
 
 
 def test_every_fraction_draws_from_the_same_training_cases():
