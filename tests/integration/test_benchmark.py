@@ -112,24 +112,27 @@ def test_an_interrupted_benchmark_continues_where_it_stopped(finished_benchmark)
     assert log.count("Epoch 0\n") == 1  # the second attempt started from the checkpoint, not from epoch 0
 
 
-def test_a_changed_protocol_is_refused(finished_benchmark, protocol_file, tmp_path):
+def _benchmark_with_changed_protocol(change, finished_benchmark, protocol_file, tmp_path):
     changed = json.loads(protocol_file.read_text())
-    changed["budget"]["num_epochs"] = 4
+    change(changed)
     path = tmp_path / "changed.json"
     path.write_text(json.dumps(changed))
-    result = subprocess.run([sys.executable, "-m", "nnunetv2_micd.cli", "benchmark", str(path), "-o",
-                             str(finished_benchmark["work"])], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "nnunetv2_micd.cli", "benchmark", str(path), "-o",
+                           str(finished_benchmark["work"])], capture_output=True, text=True)
+
+
+def test_a_changed_protocol_is_refused(finished_benchmark, protocol_file, tmp_path):
+    def longer(protocol):
+        protocol["budget"]["num_epochs"] = 4
+    result = _benchmark_with_changed_protocol(longer, finished_benchmark, protocol_file, tmp_path)
     assert result.returncode == 1
     assert "other protocol settings (budget)" in result.stderr
 
 
 def test_a_dataset_made_for_another_labeled_count_is_refused(finished_benchmark, protocol_file, tmp_path):
-    changed = json.loads(protocol_file.read_text())
-    changed["runs"][1]["labeled"] = [3, "all"]  # Dataset811 now stands for 3 labeled cases, but holds 4
-    path = tmp_path / "changed.json"
-    path.write_text(json.dumps(changed))
-    result = subprocess.run([sys.executable, "-m", "nnunetv2_micd.cli", "benchmark", str(path), "-o",
-                             str(finished_benchmark["work"])], capture_output=True, text=True)
+    def three_labeled(protocol):
+        protocol["runs"][1]["labeled"] = [3, "all"]  # Dataset811 now stands for 3 labeled cases, but holds 4
+    result = _benchmark_with_changed_protocol(three_labeled, finished_benchmark, protocol_file, tmp_path)
     assert result.returncode == 1
     assert "does not have 3 labeled cases" in result.stderr
 
