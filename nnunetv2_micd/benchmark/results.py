@@ -26,6 +26,9 @@ Schema (version 1)::
       }
     }
 
+Optional ``"superseded"`` holds, in the same form and keyed ``<run name>__<finish time>``, finished runs whose
+trainer's method configuration changed afterwards (its defaults); they are kept, trained again, and not reported.
+
 A run is in ``runs`` only once it was trained, predicted and evaluated, which is how a resumed benchmark knows
 what is done. The file is replaced atomically.
 """
@@ -65,8 +68,9 @@ def schema_problems(results: dict) -> List[str]:
         problems.append("labels must map label values to class names")
     if "cost" in results:
         problems += _cost_problems(results["cost"])
-    for name, run in results["runs"].items():
-        problems += [f"runs[{name!r}]: {p}" for p in _run_problems(run, labels)]
+    for key in ("runs", "superseded"):
+        for name, run in results.get(key, {}).items():
+            problems += [f"{key}[{name!r}]: {p}" for p in _run_problems(run, labels)]
     return problems
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from batchgenerators.utilities.file_and_folder_operations import isdir, isfile, join, load_json, maybe_mkdir_p, \
     save_json, subdirs
+from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
 
 import nnunetv2_micd
 from nnunetv2_micd.benchmark.protocol import ALL_LABELED, Protocol, ProtocolError, RunSpec
@@ -241,16 +242,22 @@ class BenchmarkRunner:
                                 "trainers": {name: measured["trainers"][name] for name in trainers}}
         save_results(self.results, self.results_file)
 
-    def run_all(self) -> dict:
+    def run_all(self, only: Optional[List[str]] = None) -> dict:
+        """Every run of the protocol that is not finished; with ``only``, just the runs of those methods (trainer
+        names, or trainer__tag)."""
+        selected = self._select(only)
         self.prepare()
         if "cost" not in self.results:
             self.measure_cost()
+        self._supersede_stale_runs()
         runs = self.protocol.runs
         done = [run for run in runs if run.name in self.results["runs"]]
         self.say(f"protocol {self.protocol.name}: {len(runs)} runs, {len(done)} already finished, "
                  f"{self.protocol.total_steps} steps each, on {self.device}; work folder {self.work}")
+        if only:
+            self.say(f"running only the runs of {', '.join(only)}")
         for number, run in enumerate(runs, start=1):
-            if run.name in self.results["runs"]:
+            if run.name in self.results["runs"] or run not in selected:
                 continue
             self.say(f"run {number}/{len(runs)}: {run.describe()} (protocol time left: "
                      f"{_format_duration(self.estimated_seconds_left(runs))})")
@@ -259,8 +266,52 @@ class BenchmarkRunner:
             entry = self.results["runs"][run.name]
             self.say(f"run {number}/{len(runs)} finished: mean test Dice {entry['mean_dice']:.4f} "
                      f"({_format_duration(entry['train_seconds'])} training)")
-        self.say(f"all {len(runs)} runs finished; results in {self.results_file}")
+        left = [run for run in runs if run.name not in self.results["runs"]]
+        self.say(f"{len(runs) - len(left)} of {len(runs)} runs finished; results in {self.results_file}"
+                 + (f"; {len(left)} left (not selected)" if left else ""))
         return self.results
+
+    def _select(self, only: Optional[List[str]]) -> List[RunSpec]:
+        runs = self.protocol.runs
+        if not only:
+            return runs
+        methods = sorted({run.method for run in runs} | {run.trainer for run in runs})
+        unknown = sorted(set(only) - set(methods))
+        if unknown:
+            raise ProtocolError(f"--only {unknown}: the protocol's methods are {methods}")
+        return [run for run in runs if run.method in only or run.trainer in only]
+
+    def expected_method_config(self, run: RunSpec) -> Optional[dict]:
+        """The method configuration the run's trainer would train with now (its defaults, the protocol's
+        settings and the fields a variant fixes); None for trainers without one (nnUNetTrainerBudget)."""
+        trainer = recursive_find_python_class(self.environment["nnUNet_extTrainer"], run.trainer, None,
+                                              base_folder=self.environment["nnUNet_extTrainer"],
+                                              cleanup_imports_from_base_folder=True)
+        config_class = getattr(trainer, "config_class", None)
+        if config_class is None:
+            return None
+        return config_class.with_fixed_fields(self.protocol.method_config(run), f"the protocol's {run.method}",
+                                              **trainer.config_overrides).to_dict()
+
+    def _supersede_stale_runs(self) -> None:
+        """A finished run trained with another method configuration than its trainer's present one (defaults
+        changed since) would mix configurations in one table: it is moved aside, kept, and trained again."""
+        for run in self.protocol.runs:
+            entry = self.results["runs"].get(run.name)
+            expected = self.expected_method_config(run)
+            if entry is None or expected is None or entry["method_config"].get("method") == expected:
+                continue
+            recorded = entry["method_config"].get("method", {})
+            changed = ", ".join(f"{k} {recorded.get(k)!r} -> {v!r}" for k, v in expected.items()
+                                if recorded.get(k) != v)
+            kept_as = f"{run.name}__{re.sub(r'[^0-9]', '', entry['finished'])[:14]}"
+            self.say(f"{run.name} was trained with another configuration ({changed}): kept as superseded "
+                     f"{kept_as}, training it again")
+            if isdir(self.run_folder(run)):
+                maybe_mkdir_p(join(self.work, "superseded"))
+                shutil.move(self.run_folder(run), join(self.work, "superseded", kept_as))
+            self.results.setdefault("superseded", {})[kept_as] = self.results["runs"].pop(run.name)
+            save_results(self.results, self.results_file)
 
     def estimated_seconds_left(self, runs: List[RunSpec]) -> Optional[float]:
         """From the finished runs of each trainer; unknown until every remaining trainer has finished once."""

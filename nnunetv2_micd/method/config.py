@@ -71,9 +71,14 @@ class SemiSupervisedConfig:
                 raise ConfigError(f"MICD_CONFIG={path} cannot be read: {e}") from e
             if not isinstance(values, dict):
                 raise ConfigError(f"MICD_CONFIG={path} must hold a JSON object")
+        return cls.with_fixed_fields(values, f"MICD_CONFIG={path}", **fixed)
+
+    @classmethod
+    def with_fixed_fields(cls, values: dict, source: str, **fixed) -> "SemiSupervisedConfig":
+        """Defaults, updated by ``values`` (read from ``source``) and by the fields a trainer variant fixes."""
         conflicts = sorted(k for k in fixed if k in values and values[k] != fixed[k])
         if conflicts:
-            raise ConfigError(f"MICD_CONFIG={path} sets {conflicts}, which this trainer fixes to "
+            raise ConfigError(f"{source} sets {conflicts}, which this trainer fixes to "
                               f"{ {k: fixed[k] for k in conflicts} }")
         return cls.from_dict({**values, **fixed})
 

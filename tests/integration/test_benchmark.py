@@ -8,7 +8,9 @@ import time
 
 import pytest
 
+from nnunetv2_micd.benchmark.protocol import load_protocol
 from nnunetv2_micd.benchmark.results import load_results, schema_problems
+from nnunetv2_micd.benchmark.runner import BenchmarkRunner
 from nnunetv2_micd.dataset.synthetic import SyntheticSpec, write_synthetic_dataset
 from tests.conftest import micd
 
@@ -82,7 +84,7 @@ def finished_benchmark(protocol_file, nnunet_folders, tmp_path_factory):
             "results_before": before, "results": load_results(str(work / "results.json"))}
 
 
-def test_every_run_is_trained_predicted_and_evaluated(finished_benchmark):
+def test_every_run_is_trained_predicted_and_evaluated(finished_benchmark, protocol_file):
     results = finished_benchmark["results"]
     names = {f"{t}__labeled2__seed0" for t in TRAINERS} | {"nnUNetTrainerBudget__labeled4__seed0",
                                                           "nnUNetTrainerBudget__labeledall__seed0"}
@@ -101,6 +103,12 @@ def test_every_run_is_trained_predicted_and_evaluated(finished_benchmark):
     assert micd_run["method_config"]["method"]["rampup_fraction"] == 0.5  # the protocol's method config
     assert micd_run["method_config"]["budget"]["seed"] == 0
     assert set(results["cost"]["trainers"]) == set(TRAINERS)
+    # what a resumed benchmark expects of a finished run is what the trainers recorded (nothing is redone)
+    runner = BenchmarkRunner(load_protocol(str(protocol_file))[0], str(finished_benchmark["work"]))
+    expected = {run.name: runner.expected_method_config(run) for run in runner.protocol.runs}
+    assert sum(config is not None for config in expected.values()) == 3  # MICD, Mean Teacher, CPS
+    assert all(config is None or results["runs"][name]["method_config"]["method"] == config
+               for name, config in expected.items())
 
 
 def test_an_interrupted_benchmark_continues_where_it_stopped(finished_benchmark):
@@ -110,6 +118,14 @@ def test_an_interrupted_benchmark_continues_where_it_stopped(finished_benchmark)
     assert "continuing the interrupted training from its last checkpoint" in finished_benchmark["output"]
     log = (finished_benchmark["work"] / "runs" / finished_benchmark["interrupted"] / "train.log").read_text()
     assert log.count("Epoch 0\n") == 1  # the second attempt started from the checkpoint, not from epoch 0
+
+
+def test_a_finished_benchmark_run_again_redoes_nothing(finished_benchmark, protocol_file):
+    result = micd("benchmark", protocol_file, "-o", finished_benchmark["work"], "--only", "nnUNetTrainerBudget",
+                  env={**os.environ, "nnUNet_n_proc_DA": "0"})
+    assert "running only the runs of nnUNetTrainerBudget" in result.stdout
+    assert "6 of 6 runs finished" in result.stdout and "superseded" not in result.stdout
+    assert load_results(str(finished_benchmark["work"] / "results.json")) == finished_benchmark["results"]
 
 
 def _benchmark_with_changed_protocol(change, finished_benchmark, protocol_file, tmp_path):

@@ -157,3 +157,49 @@ def test_a_changed_configuration_of_a_tag_is_refused_on_resume(tmp_path):
     runner.protocol = _protocol_with(tmp_path, [{**group, "method_config": {"lambda_max": 0.3}},
                                                 {**group, "tag": "b", "method_config": {"lambda_max": 0.5}}])
     runner._refuse_other_protocol(recorded.values)  # a tag added to the protocol is fine
+
+
+def _runner(tmp_path, groups):
+    from nnunetv2_micd.benchmark.runner import BenchmarkRunner
+    return BenchmarkRunner(_protocol_with(tmp_path, groups), str(tmp_path / "work"))
+
+
+def test_only_selects_the_runs_of_the_named_methods(tmp_path):
+    runner = _runner(tmp_path, [
+        {"trainers": ["nnUNetTrainerBudget", "nnUNetTrainerMICD"], "labeled": [10], "seeds": [0, 1]},
+        {"trainers": ["nnUNetTrainerMICD"], "labeled": [10], "seeds": [0], "tag": "l3",
+         "method_config": {"lambda_max": 0.3}},
+    ])
+    assert {r.name for r in runner._select(["nnUNetTrainerBudget"])} == {
+        "nnUNetTrainerBudget__labeled10__seed0", "nnUNetTrainerBudget__labeled10__seed1"}
+    assert [r.name for r in runner._select(["nnUNetTrainerMICD__l3"])] == ["nnUNetTrainerMICD__l3__labeled10__seed0"]
+    assert len(runner._select(["nnUNetTrainerMICD"])) == 3  # a trainer's name takes its tagged runs too
+    assert runner._select(None) == runner.protocol.runs
+    with pytest.raises(ProtocolError, match="the protocol's methods are"):
+        runner._select(["nnUNetTrainerMICDX"])
+
+
+def test_a_run_trained_under_other_defaults_is_kept_aside_and_redone(tmp_path):
+    runner = _runner(tmp_path, [
+        {"trainers": ["nnUNetTrainerBudget", "nnUNetTrainerMICD", "nnUNetTrainerCPS"], "labeled": [10], "seeds": [0]},
+    ])
+    budget, micd_run, cps = runner.protocol.runs
+    current = {run: {"trainer": run.trainer, "budget": {}, "method": runner.expected_method_config(run)}
+               for run in (micd_run, cps)}
+    assert current[cps]["method"]["mask_ratio"] == 0.0  # the variant's fixed fields are part of it
+    stale = {**current[micd_run], "method": {**current[micd_run]["method"], "lambda_max": 0.05}}
+    runner.results = _results({**_run(), "method_config": {"trainer": "nnUNetTrainerBudget", "budget": {}}},
+                              {**_run("nnUNetTrainerMICD"), "method_config": stale},
+                              {**_run("nnUNetTrainerCPS"), "method_config": current[cps]})
+    runner.results_file = str(tmp_path / "results.json")
+    (tmp_path / "work" / "runs" / micd_run.name).mkdir(parents=True)
+    (tmp_path / "work" / "runs" / micd_run.name / "train.log").write_text("old")
+
+    runner._supersede_stale_runs()
+
+    assert set(runner.results["runs"]) == {budget.name, cps.name}
+    (kept_as, entry), = runner.results["superseded"].items()
+    assert kept_as == f"{micd_run.name}__20261125000000" and entry["method_config"] == stale
+    assert (tmp_path / "work" / "superseded" / kept_as / "train.log").read_text() == "old"
+    assert not (tmp_path / "work" / "runs" / micd_run.name).exists()
+    assert schema_problems(json.loads((tmp_path / "results.json").read_text())) == []
