@@ -158,10 +158,12 @@ def write_report(results_file: str, output_folder: str) -> str:
     protocol = results["protocol"]
     budget = protocol["budget"]
     finished = len(results["runs"])
+    superseded = len(results.get("superseded", {}))
     text = "\n".join([
         f"# Benchmark {protocol['name']}", "",
         protocol.get("description", ""), "",
-        f"{finished} finished runs; every trainer trained for {budget['num_epochs']} × "
+        f"{finished} finished runs"
+        f"{f' ({superseded} trained under earlier method defaults left out)' if superseded else ''}; every trainer trained for {budget['num_epochs']} × "
         f"{budget['iterations_per_epoch']} steps on fold `all` of its labeled cases and predicted the "
         f"{next(iter(results['runs'].values()))['num_test']} test cases from `checkpoint_final.pth`. "
         f"Test Dice from nnU-Net's evaluation; mean ± sample standard deviation over seeds. Gap closed: "

@@ -203,3 +203,15 @@ def test_a_run_trained_under_other_defaults_is_kept_aside_and_redone(tmp_path):
     assert (tmp_path / "work" / "superseded" / kept_as / "train.log").read_text() == "old"
     assert not (tmp_path / "work" / "runs" / micd_run.name).exists()
     assert schema_problems(json.loads((tmp_path / "results.json").read_text())) == []
+
+
+def test_report_leaves_superseded_runs_out_and_says_so(tmp_path):
+    from nnunetv2_micd.benchmark.report import write_report
+    results = _results(_run(mean_dice=0.8), _run("nnUNetTrainerMICD", mean_dice=0.82))
+    results["protocol"] = load_protocol("hippocampus_cpu")[0].values
+    results["superseded"] = {"nnUNetTrainerMICD__labeled10__seed0__20261125000000":
+                             _run("nnUNetTrainerMICD", mean_dice=0.123)}
+    save_results(results, str(tmp_path / "results.json"))
+    report = open(write_report(str(tmp_path / "results.json"), str(tmp_path / "report"))).read()
+    assert "2 finished runs (1 trained under earlier method defaults left out)" in report
+    assert "0.8200" in report and "0.1230" not in report
