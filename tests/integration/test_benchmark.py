@@ -156,12 +156,16 @@ def test_a_dataset_made_for_another_labeled_count_is_refused(finished_benchmark,
 def test_report_writes_table_and_pictures(finished_benchmark, tmp_path):
     micd("report", finished_benchmark["work"] / "results.json", "-o", tmp_path)
     report = (tmp_path / "report.md").read_text()
-    dice_part, cost_part = report.split("## Cost per training step")
+    dice_part, rest = report.split("## Case by case against the labeled-only baseline")
+    paired_part, cost_part = rest.split("## Cost per training step")
     table = [line for line in dice_part.splitlines() if line.startswith("| ")]
     assert table[0] == "| method | labeled | seeds | large | medium | small | mean Dice | gap closed |"
     rows = [(row.split(" | ")[0][2:], row.split(" | ")[1]) for row in table[1:]]
     assert rows == [("nnUNetTrainerBudget", "2"), ("nnUNetTrainerCPS", "2"), ("nnUNetTrainerMICD", "2"),
                     ("nnUNetTrainerMeanTeacher", "2"), ("nnUNetTrainerBudget", "4"), ("fully supervised", "6")]
+    paired = [row.split(" | ")[:3] for row in paired_part.splitlines() if row.startswith("| nnUNet")]
+    assert paired == [["| nnUNetTrainerCPS", "2", "1"], ["| nnUNetTrainerMICD", "2", "1"],
+                      ["| nnUNetTrainerMeanTeacher", "2", "1"]]
     cost_rows = {line.split(" | ")[0][2:]: line for line in cost_part.splitlines() if line.startswith("| nnUNet")}
     assert set(cost_rows) == set(TRAINERS)
     assert cost_rows["nnUNetTrainerBudget"].split(" | ")[2] == "1.00"  # ratios to the baseline

@@ -215,3 +215,32 @@ def test_report_leaves_superseded_runs_out_and_says_so(tmp_path):
     report = open(write_report(str(tmp_path / "results.json"), str(tmp_path / "report"))).read()
     assert "2 finished runs (1 trained under earlier method defaults left out)" in report
     assert "0.8200" in report and "0.1230" not in report
+
+
+def _with_cases(run, seed, cases):
+    return {**run, "seed": seed, "num_test": len(cases), "case_mean_dice": cases}
+
+
+def test_paired_differences_match_seeds_and_cases():
+    from nnunetv2_micd.benchmark.report import paired_differences
+    baseline, method = _run(), _run("nnUNetTrainerMICD")
+    results = _results(_with_cases(baseline, 0, {"a": 0.8, "b": 0.7, "c": None}),
+                       _with_cases(baseline, 1, {"a": 0.6, "b": 0.7, "c": 0.5}),
+                       _with_cases(method, 0, {"a": 0.9, "b": 0.6, "c": 0.4}),
+                       _with_cases(method, 1, {"a": 0.7, "b": 0.7, "c": 0.6}),
+                       _with_cases(method, 2, {"a": 0.0, "b": 0.0, "c": 0.0}))  # seed 2 has no baseline
+    seeds, differences = paired_differences(results, "nnUNetTrainerMICD", 10)
+    assert seeds == 2
+    assert differences == pytest.approx({"a": 0.1, "b": -0.05, "c": 0.1})  # c: seed 1 only
+
+
+def test_paired_table_finds_a_consistent_gain_and_no_gain():
+    from nnunetv2_micd.benchmark.report import paired_table
+    cases = {f"case{i}": 0.5 + 0.02 * i for i in range(10)}
+    results = _results(_with_cases(_run(), 0, cases),
+                       _with_cases(_run("nnUNetTrainerMICD"), 0, {c: d + 0.01 for c, d in cases.items()}),
+                       _with_cases(_run("nnUNetTrainerCPS"), 0, dict(cases)))
+    rows = {row.split(" | ")[0][2:]: row.split(" | ") for row in paired_table(results).splitlines()[2:]}
+    assert rows["nnUNetTrainerMICD"][3:5] == ["+0.0100", "10 / 0"]
+    assert float(rows["nnUNetTrainerMICD"][5].rstrip(" |")) < 0.01  # ten of ten cases better
+    assert rows["nnUNetTrainerCPS"][3:6] == ["+0.0000", "0 / 0", "1 |"]
