@@ -84,11 +84,11 @@ def dice_table(results: dict) -> str:
     return "\n".join(rows)
 
 
-def paired_differences(results: dict, method: str, labeled) -> Tuple[int, Dict[str, float]]:
+def paired_differences(groups: Dict[Group, List[dict]], method: str, labeled) -> Tuple[int, Dict[str, float]]:
     """Per test case, the method's mean Dice minus the labeled-only baseline's, averaged over the seeds both have
-    at this labeled count; returns (number of paired seeds, {case: difference})."""
+    at this labeled count (``groups`` from :func:`group_runs`); returns (number of paired seeds, {case: difference})."""
     def by_seed(name):
-        return {r["seed"]: r["case_mean_dice"] for r in group_runs(results).get((name, labeled), [])}
+        return {r["seed"]: r["case_mean_dice"] for r in groups.get((name, labeled), [])}
     method_runs, baseline_runs = by_seed(method), by_seed(LABELED_ONLY_TRAINER)
     seeds = sorted(method_runs.keys() & baseline_runs.keys())
     differences = defaultdict(list)
@@ -107,7 +107,7 @@ def paired_table(results: dict) -> str:
     for trainer, labeled in _ordered_groups(groups):
         if trainer in (LABELED_ONLY_TRAINER, UPPER_BOUND):
             continue
-        seeds, differences = paired_differences(results, trainer, labeled)
+        seeds, differences = paired_differences(groups, trainer, labeled)
         if not differences:
             continue
         values = np.array(list(differences.values()))
@@ -195,11 +195,11 @@ def write_report(results_file: str, output_folder: str) -> str:
     budget = protocol["budget"]
     finished = len(results["runs"])
     superseded = len(results.get("superseded", {}))
+    left_out = f" ({superseded} trained under earlier method defaults left out)" if superseded else ""
     text = "\n".join([
         f"# Benchmark {protocol['name']}", "",
         protocol.get("description", ""), "",
-        f"{finished} finished runs"
-        f"{f' ({superseded} trained under earlier method defaults left out)' if superseded else ''}; every trainer trained for {budget['num_epochs']} × "
+        f"{finished} finished runs{left_out}; every trainer trained for {budget['num_epochs']} × "
         f"{budget['iterations_per_epoch']} steps on fold `all` of its labeled cases and predicted the "
         f"{next(iter(results['runs'].values()))['num_test']} test cases from `checkpoint_final.pth`. "
         f"Test Dice from nnU-Net's evaluation; mean ± sample standard deviation over seeds. Gap closed: "

@@ -193,9 +193,10 @@ class BenchmarkRunner:
         return {str(value): name for name, value in labels.items() if isinstance(value, int) and value > 0}
 
     def _refuse_other_protocol(self, recorded: dict) -> None:
-        mine, theirs = self.protocol.comparable_settings(), Protocol(recorded).comparable_settings()
+        recorded_protocol = Protocol(recorded)
+        mine, theirs = self.protocol.comparable_settings(), recorded_protocol.comparable_settings()
         changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-        my_tags, their_tags = self.protocol.tagged_method_configs, Protocol(recorded).tagged_method_configs
+        my_tags, their_tags = self.protocol.tagged_method_configs, recorded_protocol.tagged_method_configs
         changed += [f"method_config of tag {tag!r}" for tag in sorted(my_tags.keys() & their_tags.keys())
                     if my_tags[tag] != their_tags[tag]]
         if changed:
@@ -296,10 +297,10 @@ class BenchmarkRunner:
     def _supersede_stale_runs(self) -> None:
         """A finished run trained with another method configuration than its trainer's present one (defaults
         changed since) would mix configurations in one table: it is moved aside, kept, and trained again."""
-        for run in self.protocol.runs:
-            entry = self.results["runs"].get(run.name)
+        for run in [run for run in self.protocol.runs if run.name in self.results["runs"]]:
+            entry = self.results["runs"][run.name]
             expected = self.expected_method_config(run)
-            if entry is None or expected is None or entry["method_config"].get("method") == expected:
+            if expected is None or entry["method_config"].get("method") == expected:
                 continue
             recorded = entry["method_config"].get("method", {})
             changed = ", ".join(f"{k} {recorded.get(k)!r} -> {v!r}" for k, v in expected.items()

@@ -145,23 +145,21 @@ def test_one_tag_names_one_configuration(tmp_path):
                                   {**group, "method_config": {"lambda_max": 0.5}}])
 
 
-def test_a_changed_configuration_of_a_tag_is_refused_on_resume(tmp_path):
+def _runner(tmp_path, groups):
     from nnunetv2_micd.benchmark.runner import BenchmarkRunner
+    return BenchmarkRunner(_protocol_with(tmp_path, groups), str(tmp_path / "work"))
+
+
+def test_a_changed_configuration_of_a_tag_is_refused_on_resume(tmp_path):
     group = {"trainers": ["nnUNetTrainerMICD"], "labeled": [10], "seeds": [0], "tag": "a"}
     recorded = _protocol_with(tmp_path, [{**group, "method_config": {"lambda_max": 0.3}}])
-    runner = BenchmarkRunner(_protocol_with(tmp_path, [{**group, "method_config": {"lambda_max": 0.5}}]),
-                             str(tmp_path / "work"))
+    runner = _runner(tmp_path, [{**group, "method_config": {"lambda_max": 0.5}}])
     runner.results = empty_results(recorded.values, LABELS)
     with pytest.raises(ProtocolError, match="method_config of tag 'a'"):
         runner._refuse_other_protocol(recorded.values)
     runner.protocol = _protocol_with(tmp_path, [{**group, "method_config": {"lambda_max": 0.3}},
                                                 {**group, "tag": "b", "method_config": {"lambda_max": 0.5}}])
     runner._refuse_other_protocol(recorded.values)  # a tag added to the protocol is fine
-
-
-def _runner(tmp_path, groups):
-    from nnunetv2_micd.benchmark.runner import BenchmarkRunner
-    return BenchmarkRunner(_protocol_with(tmp_path, groups), str(tmp_path / "work"))
 
 
 def test_only_selects_the_runs_of_the_named_methods(tmp_path):
@@ -229,7 +227,7 @@ def test_paired_differences_match_seeds_and_cases():
                        _with_cases(method, 0, {"a": 0.9, "b": 0.6, "c": 0.4}),
                        _with_cases(method, 1, {"a": 0.7, "b": 0.7, "c": 0.6}),
                        _with_cases(method, 2, {"a": 0.0, "b": 0.0, "c": 0.0}))  # seed 2 has no baseline
-    seeds, differences = paired_differences(results, "nnUNetTrainerMICD", 10)
+    seeds, differences = paired_differences(group_runs(results), "nnUNetTrainerMICD", 10)
     assert seeds == 2
     assert differences == pytest.approx({"a": 0.1, "b": -0.05, "c": 0.1})  # c: seed 1 only
 
