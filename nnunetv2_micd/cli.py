@@ -148,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_bench_step)
 
     p = commands.add_parser("benchmark", help="train, predict and evaluate every method of a protocol (resumable)")
-    p.add_argument("protocol", help="protocol file, or the name of a built-in one (hippocampus_cpu)")
+    from nnunetv2_micd.benchmark.protocol import builtin_protocols
+    p.add_argument("protocol", help=f"protocol file, or the name of a built-in one ({', '.join(builtin_protocols())})")
     p.add_argument("-o", required=True, help="work folder (nnU-Net folders, runs and results.json)")
     p.add_argument("--source", default=None, help="path of the source dataset, instead of the protocol's")
     p.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda when available")

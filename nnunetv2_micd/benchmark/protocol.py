@@ -215,6 +215,10 @@ def _run_group_problems(groups) -> List[str]:
     return problems
 
 
+def builtin_protocols() -> List[str]:
+    return sorted(f[:-len(".json")] for f in os.listdir(BUILTIN_FOLDER) if f.endswith(".json"))
+
+
 def protocol_path(name_or_path: str) -> str:
     """A protocol file, or the name of a built-in one."""
     if os.path.isfile(name_or_path):
@@ -222,8 +226,7 @@ def protocol_path(name_or_path: str) -> str:
     builtin = os.path.join(BUILTIN_FOLDER, name_or_path + ".json")
     if os.path.isfile(builtin):
         return builtin
-    available = sorted(f[:-5] for f in os.listdir(BUILTIN_FOLDER) if f.endswith(".json"))
-    raise FileNotFoundError(f"no protocol file {name_or_path!r}; built-in protocols: {available}")
+    raise FileNotFoundError(f"no protocol file {name_or_path!r}; built-in protocols: {builtin_protocols()}")
 
 
 def load_protocol(name_or_path: str, source_override: Optional[str] = None) -> Tuple[Protocol, str]:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from nnunetv2_micd.benchmark.protocol import ProtocolError, load_protocol
+from nnunetv2_micd.benchmark.protocol import ProtocolError, builtin_protocols, load_protocol
 from nnunetv2_micd.benchmark.report import gap_closed, group_runs
 from nnunetv2_micd.benchmark.results import ResultsError, empty_results, save_results, schema_problems, validate
 
@@ -57,8 +57,14 @@ def test_bad_protocols_are_refused_with_the_reason(tmp_path, change, message):
 
 
 def test_unknown_protocol_names_the_builtin_ones():
-    with pytest.raises(FileNotFoundError, match="hippocampus_cpu"):
+    with pytest.raises(FileNotFoundError, match="hippocampus_cpu_tuning"):
         load_protocol("no_such_protocol")
+
+
+@pytest.mark.parametrize("name", builtin_protocols())
+def test_every_builtin_protocol_is_valid(name):
+    protocol, path = load_protocol(name)
+    assert protocol.values["name"] == name
 
 
 def test_valid_results_pass_the_schema(tmp_path):
