@@ -181,15 +181,26 @@ def plot_training_curves(results: dict, filename: str) -> None:
     save_figure(fig, filename)
 
 
+PICTURES = {
+    "label_efficiency.png": (plot_label_efficiency,
+                             "Mean test Dice against the number of labeled cases, mean ± standard deviation over "
+                             "seeds; the dashed line is the fully supervised model."),
+    "per_class.png": (plot_per_class, "Test Dice per class, mean ± standard deviation over seeds."),
+    "training_curves.png": (plot_training_curves,
+                            "Left: what each trainer minimises, per epoch. Two-student trainers add both students' "
+                            "supervised losses, so compare the shapes of the curves, not their levels. Right: "
+                            "nnU-Net's pseudo-Dice on the fold's validation cases; with fold `all` these are the "
+                            "labeled training cases, so it shows convergence, not generalisation."),
+}
+
+
 def write_report(results_file: str, output_folder: str) -> str:
     """Writes report.md and its pictures; returns the path of report.md."""
     results = load_results(results_file)
     if not results["runs"]:
         raise ValueError(f"{results_file} holds no finished run yet")
     os.makedirs(output_folder, exist_ok=True)
-    pictures = {"label_efficiency.png": plot_label_efficiency, "per_class.png": plot_per_class,
-                "training_curves.png": plot_training_curves}
-    for filename, plot in pictures.items():
+    for filename, (plot, _) in PICTURES.items():
         plot(results, os.path.join(output_folder, filename))
     protocol = results["protocol"]
     budget = protocol["budget"]
@@ -211,7 +222,7 @@ def write_report(results_file: str, output_folder: str) -> str:
         f"differences are centred on zero. It captures test-case variation, not training-seed variation (the "
         f"± above does).", "", paired_table(results), "",
         "## Cost per training step", "", cost_table(results), "",
-        "## Pictures", "", *[f"![{name[:-4]}]({name})" for name in pictures], ""])
+        "## Pictures", "", *[f"![{name[:-4]}]({name})\n\n{caption}\n" for name, (_, caption) in PICTURES.items()]])
     report = os.path.join(output_folder, "report.md")
     with open(report, "w") as f:
         f.write(text)
