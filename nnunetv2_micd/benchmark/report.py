@@ -21,16 +21,23 @@ from nnunetv2_micd.benchmark.results import load_results
 from nnunetv2_micd.plotting import grouped_bars, save_figure
 
 UPPER_BOUND = "fully supervised"
+STUDENT_A = ", student A alone"
+STUDENT_A_NOTE = (" Trainers with two students predict with both; the rows 'student A alone' are the same runs "
+                  "predicting with student A, nnU-Net's planned network, alone: the difference is what the "
+                  "two-network ensemble adds at inference, the rest is what the training gives one network.")
 
 Group = Tuple[str, object]  # (trainer, labeled)
 
 
-def group_runs(results: dict) -> Dict[Group, List[dict]]:
-    """Finished runs by (trainer, labeled), seeds together; the upper bound is filed as its own method."""
+def group_runs(results: dict, with_student_a: bool = False) -> Dict[Group, List[dict]]:
+    """Finished runs by (trainer, labeled), seeds together; the upper bound is filed as its own method. With
+    ``with_student_a``, two-student runs predicted by student A alone form a method of their own."""
     groups: Dict[Group, List[dict]] = defaultdict(list)
     for run in results["runs"].values():
         trainer = UPPER_BOUND if run["labeled"] == ALL_LABELED else run.get("method", run["trainer"])
         groups[(trainer, run["labeled"])].append(run)
+        if with_student_a and "student_a" in run:
+            groups[(trainer + STUDENT_A, run["labeled"])].append({**run, **run["student_a"]})
     return dict(groups)
 
 
@@ -71,7 +78,7 @@ def _ordered_groups(groups: Dict[Group, List[dict]]) -> List[Group]:
 
 def dice_table(results: dict) -> str:
     labels = results["labels"]
-    groups = group_runs(results)
+    groups = group_runs(results, with_student_a=True)
     header = ["method", "labeled", "seeds", *labels.values(), "mean Dice", "gap closed"]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for trainer, labeled in _ordered_groups(groups):
@@ -103,7 +110,7 @@ def paired_table(results: dict) -> str:
     header = ["method", "labeled", "paired seeds", "mean Δ Dice per case", "cases better / worse",
               "Wilcoxon p (two-sided)"]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    groups = group_runs(results)
+    groups = group_runs(results, with_student_a=True)
     for trainer, labeled in _ordered_groups(groups):
         if trainer in (LABELED_ONLY_TRAINER, UPPER_BOUND):
             continue
@@ -214,7 +221,8 @@ def write_report(results_file: str, output_folder: str) -> str:
         f"{budget['iterations_per_epoch']} steps on fold `all` of its labeled cases and predicted the "
         f"{next(iter(results['runs'].values()))['num_test']} test cases from `checkpoint_final.pth`. "
         f"Test Dice from nnU-Net's evaluation; mean ± sample standard deviation over seeds. Gap closed: "
-        f"(method − {LABELED_ONLY_TRAINER}) / ({UPPER_BOUND} − {LABELED_ONLY_TRAINER}) at the same labeled cases.",
+        f"(method − {LABELED_ONLY_TRAINER}) / ({UPPER_BOUND} − {LABELED_ONLY_TRAINER}) at the same labeled cases."
+        + (STUDENT_A_NOTE if any("student_a" in run for run in results["runs"].values()) else ""),
         "", dice_table(results), "",
         "## Case by case against the labeled-only baseline", "",
         f"Per test case: the method's Dice (mean over classes) minus {LABELED_ONLY_TRAINER}'s at the same labeled "

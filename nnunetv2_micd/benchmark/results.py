@@ -21,7 +21,9 @@ Schema (version 1)::
           "case_mean_dice": {"<case>": float | null},  # mean over classes; null: no class in either image
           "curves": {"train_losses": [...], "val_losses": [...], "ema_fg_dice": [...]},
           "method_config": {...},             # micd_config.json of the run
-          "code_version": str, "finished": "ISO time"
+          "code_version": str, "finished": "ISO time",
+          "student_a": {"dice": ..., "mean_dice": ..., "case_mean_dice": ...}  # only two-student trainers: the
+                                              # same fields for student A alone (nnU-Net's planned network)
         }
       }
     }
@@ -37,11 +39,11 @@ import os
 from typing import Dict, List
 
 SCHEMA_VERSION = 1
+DICE_FIELDS = {"dice": dict, "mean_dice": (int, float), "case_mean_dice": dict}
 RUN_FIELDS = {
     "trainer": str, "labeled": (int, str), "seed": int, "num_labeled": int, "num_unlabeled": int, "num_test": int,
-    "dataset": str, "steps": int, "train_seconds": (int, float), "predict_seconds": (int, float), "dice": dict,
-    "mean_dice": (int, float), "case_mean_dice": dict, "curves": dict, "method_config": dict, "code_version": str,
-    "finished": str,
+    "dataset": str, "steps": int, "train_seconds": (int, float), "predict_seconds": (int, float), **DICE_FIELDS,
+    "curves": dict, "method_config": dict, "code_version": str, "finished": str,
 }
 CURVE_KEYS = ("train_losses", "val_losses", "ema_fg_dice")
 
@@ -90,14 +92,27 @@ def _run_problems(run, labels: dict) -> List[str]:
                  if key in run and not isinstance(run[key], kind)]
     if problems:
         return problems
-    if set(run["dice"]) != set(labels):
-        problems.append(f"dice must give every class {sorted(labels)}, got {sorted(run['dice'])}")
-    values = [*run["dice"].values(), run["mean_dice"], *(v for v in run["case_mean_dice"].values() if v is not None)]
-    if not all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in values):
-        problems.append("Dice values must be numbers in [0, 1]")
-    if len(run["case_mean_dice"]) != run["num_test"]:
-        problems.append(f"case_mean_dice has {len(run['case_mean_dice'])} cases, num_test is {run['num_test']}")
+    problems += _dice_problems(run, labels, run["num_test"])
+    if "student_a" in run:
+        problems += [f"student_a: {p}" for p in _dice_problems(run["student_a"], labels, run["num_test"])]
     problems += [f"curves.{key} missing" for key in CURVE_KEYS if key not in run["curves"]]
+    return problems
+
+
+def _dice_problems(values: dict, labels: dict, num_test: int) -> List[str]:
+    if not isinstance(values, dict):
+        return ["must be a JSON object"]
+    problems = [f"{key} must be {kind}" for key, kind in DICE_FIELDS.items() if not isinstance(values.get(key), kind)]
+    if problems:
+        return problems
+    if set(values["dice"]) != set(labels):
+        problems.append(f"dice must give every class {sorted(labels)}, got {sorted(values['dice'])}")
+    numbers = [*values["dice"].values(), values["mean_dice"],
+               *(v for v in values["case_mean_dice"].values() if v is not None)]
+    if not all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in numbers):
+        problems.append("Dice values must be numbers in [0, 1]")
+    if len(values["case_mean_dice"]) != num_test:
+        problems.append(f"case_mean_dice has {len(values['case_mean_dice'])} cases, num_test is {num_test}")
     return problems
 
 

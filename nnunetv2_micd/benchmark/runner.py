@@ -6,6 +6,8 @@ Everything happens in one work folder, through nnU-Net's and micd's own commands
     <work>/runs/<run>/nnUNet_results                one results root per run: nnU-Net names its output folders
                                                     only by trainer, plans, configuration and fold
     <work>/runs/<run>/predictions                   test-split predictions and nnU-Net's summary.json
+    <work>/runs/<run>/student_a                     two-student trainers: student A alone, exported as a plain
+                                                    nnU-Net model, and its test-split predictions
     <work>/runs/<run>/train.log                     nnUNetv2_train's output
     <work>/results.json                             finished runs (see nnunetv2_micd.benchmark.results)
 
@@ -251,6 +253,7 @@ class BenchmarkRunner:
         if "cost" not in self.results:
             self.measure_cost()
         self._supersede_stale_runs()
+        self._add_missing_student_a()
         runs = self.protocol.runs
         done = [run for run in runs if run.name in self.results["runs"]]
         self.say(f"protocol {self.protocol.name}: {len(runs)} runs, {len(done)} already finished, "
@@ -325,13 +328,51 @@ class BenchmarkRunner:
             return None
         return sum(float(np.mean(seconds[run.trainer])) for run in remaining)
 
+    def _add_missing_student_a(self) -> None:
+        """Student A alone for finished two-student runs that were recorded without it (and still have their
+        model): a prediction, no training."""
+        for run in self.protocol.runs:
+            entry = self.results["runs"].get(run.name)
+            if entry is None or "student_a" in entry or not isfile(self._final_checkpoint(run)):
+                continue
+            student_a = self._student_a(run)
+            if student_a is not None:
+                entry["student_a"] = student_a
+                save_results(self.results, self.results_file)
+
     def run_one(self, run: RunSpec) -> dict:
         environment = self.run_environment(run)
         model_folder = self.model_folder(run)
         train_seconds = self._train(run, environment, model_folder)
         start = time.time()
-        predictions = self._predict_and_evaluate(run, environment)
-        return self._collect(run, model_folder, predictions, train_seconds, time.time() - start)
+        self.say("  predicting and evaluating the test split")
+        predictions = self._predict_and_evaluate(run, environment, run.trainer, join(self.run_folder(run),
+                                                                                     "predictions"))
+        entry = self._collect(run, model_folder, predictions, train_seconds, time.time() - start)
+        student_a = self._student_a(run)
+        if student_a is not None:
+            entry["student_a"] = student_a
+        return entry
+
+    def _final_checkpoint(self, run: RunSpec) -> str:
+        return join(self.model_folder(run), "checkpoint_final.pth")
+
+    def _student_a(self, run: RunSpec) -> Optional[dict]:
+        """Test Dice of student A alone for trainers that predict with two students (None for the others).
+        Student A is nnU-Net's planned network, so ``micd export-plain`` makes it a plain nnU-Net model: the
+        difference to the two-student prediction is what the ensemble adds, the rest is the training's."""
+        checkpoint = torch.load(self._final_checkpoint(run), map_location="cpu", weights_only=False)
+        if len(checkpoint.get("micd", {}).get("students", [])) != 2:
+            return None
+        self.say("  predicting and evaluating the test split with student A alone")
+        folder = join(self.run_folder(run), "student_a")
+        results_root = join(folder, "nnUNet_results")
+        run_command(self.micd_command("export-plain", "-i", os.path.dirname(self.model_folder(run)), "-o",
+                                      join(results_root, self.dataset_name(run.labeled),
+                                           f"nnUNetTrainer__{self.protocol.plans_name}__"
+                                           f"{self.protocol.configuration}"), "-f", "all"), self.environment)
+        environment = {**self.run_environment(run), "nnUNet_results": results_root}
+        return self._dice(self._predict_and_evaluate(run, environment, "nnUNetTrainer", join(folder, "predictions")))
 
     def _train(self, run: RunSpec, environment: Dict[str, str], model_folder: str) -> float:
         """Trains, or continues an interrupted training; returns the wall time of all attempts (up to the last epoch
@@ -368,45 +409,49 @@ class BenchmarkRunner:
             save_json({"seconds": spent + time.time() - start}, timing_file)
         return spent + time.time() - start
 
-    def _predict_and_evaluate(self, run: RunSpec, environment: Dict[str, str]) -> str:
-        """Predicts the test split from checkpoint_final.pth with nnUNetv2_predict and evaluates with
-        nnUNetv2_evaluate_folder; a partial prediction folder from an interruption is replaced."""
+    def _predict_and_evaluate(self, run: RunSpec, environment: Dict[str, str], trainer: str,
+                              predictions: str) -> str:
+        """Predicts the test split from checkpoint_final.pth of ``trainer``'s model in ``environment``'s results
+        root with nnUNetv2_predict and evaluates with nnUNetv2_evaluate_folder; a partial prediction folder from
+        an interruption is replaced; the commands' output goes to predict.log next to it."""
         name = self.dataset_name(run.labeled)
-        predictions = join(self.run_folder(run), "predictions")
         if isdir(predictions):
             shutil.rmtree(predictions)
-        self.say("  predicting and evaluating the test split")
+        log_file = join(os.path.dirname(predictions), "predict.log")
         run_command(["nnUNetv2_predict", "-i", join(self.raw, name, "imagesTs"), "-o", predictions, "-d", name,
-                     "-c", self.protocol.configuration, "-p", self.protocol.plans_name, "-tr", run.trainer,
+                     "-c", self.protocol.configuration, "-p", self.protocol.plans_name, "-tr", trainer,
                      "-f", "all", "-chk", "checkpoint_final.pth", "-device", self.device, "-npp", "1", "-nps", "1"],
-                    environment, join(self.run_folder(run), "predict.log"))
+                    environment, log_file)
         run_command(["nnUNetv2_evaluate_folder", join(self.raw, name, "labelsTs"), predictions,
                      "-djfile", join(self.preprocessed, name, "dataset.json"),
                      "-pfile", join(self.preprocessed, name, self.protocol.plans_name + ".json"),
-                     "-np", environment["nnUNet_def_n_proc"]], environment,
-                    join(self.run_folder(run), "predict.log"))
+                     "-np", environment["nnUNet_def_n_proc"]], environment, log_file)
         return predictions
 
     def _collect(self, run: RunSpec, model_folder: str, predictions: str, train_seconds: float,
                  predict_seconds: float) -> dict:
-        summary = load_json(join(predictions, "summary.json"))
         split = self._split(run.labeled)
         checkpoint = torch.load(join(model_folder, "checkpoint_final.pth"), map_location="cpu", weights_only=False)
         curves = {key: [float(v) for v in checkpoint["logging"][key]] for key in CURVE_KEYS}
-        case_mean_dice = {}
-        for case in summary["metric_per_case"]:
-            dice = [m["Dice"] for m in case["metrics"].values() if not np.isnan(m["Dice"])]
-            case_name = os.path.basename(case["reference_file"]).split(".")[0]
-            case_mean_dice[case_name] = float(np.mean(dice)) if dice else None
         return {
             "trainer": run.trainer, "method": run.method, "labeled": run.labeled, "seed": run.seed,
             "num_labeled": len(split["labeled"]), "num_unlabeled": len(split["unlabeled"]),
             "num_test": len(split["test"]), "dataset": self.dataset_name(run.labeled),
             "steps": self.protocol.total_steps, "train_seconds": round(train_seconds, 1),
-            "predict_seconds": round(predict_seconds, 1),
-            "dice": {label: float(values["Dice"]) for label, values in summary["mean"].items()},
-            "mean_dice": float(summary["foreground_mean"]["Dice"]),
-            "case_mean_dice": case_mean_dice, "curves": curves,
+            "predict_seconds": round(predict_seconds, 1), **self._dice(predictions), "curves": curves,
             "method_config": load_json(join(model_folder, EFFECTIVE_CONFIG_FILE)),
             "code_version": _code_version(), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
+
+    @staticmethod
+    def _dice(predictions: str) -> dict:
+        """Mean test Dice per class, nnU-Net's foreground mean and each case's mean over classes, from the
+        summary.json that nnUNetv2_evaluate_folder wrote."""
+        summary = load_json(join(predictions, "summary.json"))
+        case_mean_dice = {}
+        for case in summary["metric_per_case"]:
+            dice = [m["Dice"] for m in case["metrics"].values() if not np.isnan(m["Dice"])]
+            case_name = os.path.basename(case["reference_file"]).split(".")[0]
+            case_mean_dice[case_name] = float(np.mean(dice)) if dice else None
+        return {"dice": {label: float(values["Dice"]) for label, values in summary["mean"].items()},
+                "mean_dice": float(summary["foreground_mean"]["Dice"]), "case_mean_dice": case_mean_dice}

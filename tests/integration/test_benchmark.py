@@ -99,6 +99,13 @@ def test_every_run_is_trained_predicted_and_evaluated(finished_benchmark, protoc
                 "predictions" / "summary.json").is_file()
     source = finished_benchmark["work"] / "nnUNet_raw" / "Dataset801_SyntheticSource"
     assert sorted(p.name for p in source.iterdir()) == ["dataset.json", "imagesTr", "labelsTr"]  # no test cases
+    # two-student trainers are also predicted with student A alone, as a plain nnU-Net model
+    assert {run["trainer"] for run in results["runs"].values() if "student_a" in run} == {"nnUNetTrainerMICD",
+                                                                                          "nnUNetTrainerCPS"}
+    for trainer in ("nnUNetTrainerMICD", "nnUNetTrainerCPS"):
+        student_a = finished_benchmark["work"] / "runs" / f"{trainer}__labeled2__seed0" / "student_a"
+        assert (student_a / "predictions" / "summary.json").is_file()
+        assert len(list(student_a.glob("nnUNet_results/*/nnUNetTrainer__*/fold_all/checkpoint_final.pth"))) == 1
     micd_run = results["runs"]["nnUNetTrainerMICD__labeled2__seed0"]
     assert micd_run["method_config"]["method"]["rampup_fraction"] == 0.5  # the protocol's method config
     assert micd_run["method_config"]["budget"]["seed"] == 0
@@ -126,6 +133,17 @@ def test_a_finished_benchmark_run_again_redoes_nothing(finished_benchmark, proto
     assert "running only the runs of nnUNetTrainerBudget" in result.stdout
     assert "6 of 6 runs finished" in result.stdout and "superseded" not in result.stdout
     assert load_results(str(finished_benchmark["work"] / "results.json")) == finished_benchmark["results"]
+
+
+def test_student_a_is_added_to_a_finished_run_recorded_without_it(finished_benchmark, protocol_file):
+    results_file = finished_benchmark["work"] / "results.json"
+    results = json.loads(results_file.read_text())
+    del results["runs"]["nnUNetTrainerCPS__labeled2__seed0"]["student_a"]
+    results_file.write_text(json.dumps(results))
+    result = micd("benchmark", protocol_file, "-o", finished_benchmark["work"], env={**os.environ,
+                                                                                    "nnUNet_n_proc_DA": "0"})
+    assert result.stdout.count("with student A alone") == 1 and "finished: mean test Dice" not in result.stdout
+    assert load_results(str(results_file)) == finished_benchmark["results"]  # the same prediction again
 
 
 def _benchmark_with_changed_protocol(change, finished_benchmark, protocol_file, tmp_path):
@@ -161,10 +179,13 @@ def test_report_writes_table_and_pictures(finished_benchmark, tmp_path):
     table = [line for line in dice_part.splitlines() if line.startswith("| ")]
     assert table[0] == "| method | labeled | seeds | large | medium | small | mean Dice | gap closed |"
     rows = [(row.split(" | ")[0][2:], row.split(" | ")[1]) for row in table[1:]]
-    assert rows == [("nnUNetTrainerBudget", "2"), ("nnUNetTrainerCPS", "2"), ("nnUNetTrainerMICD", "2"),
+    assert rows == [("nnUNetTrainerBudget", "2"), ("nnUNetTrainerCPS", "2"),
+                    ("nnUNetTrainerCPS, student A alone", "2"), ("nnUNetTrainerMICD", "2"),
+                    ("nnUNetTrainerMICD, student A alone", "2"),
                     ("nnUNetTrainerMeanTeacher", "2"), ("nnUNetTrainerBudget", "4"), ("fully supervised", "6")]
     paired = [row.split(" | ")[:3] for row in paired_part.splitlines() if row.startswith("| nnUNet")]
-    assert paired == [["| nnUNetTrainerCPS", "2", "1"], ["| nnUNetTrainerMICD", "2", "1"],
+    assert paired == [["| nnUNetTrainerCPS", "2", "1"], ["| nnUNetTrainerCPS, student A alone", "2", "1"],
+                      ["| nnUNetTrainerMICD", "2", "1"], ["| nnUNetTrainerMICD, student A alone", "2", "1"],
                       ["| nnUNetTrainerMeanTeacher", "2", "1"]]
     cost_rows = {line.split(" | ")[0][2:]: line for line in cost_part.splitlines() if line.startswith("| nnUNet")}
     assert set(cost_rows) == set(TRAINERS)

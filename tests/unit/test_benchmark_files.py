@@ -248,3 +248,24 @@ def test_paired_table_finds_a_consistent_gain_and_no_gain():
     assert rows["nnUNetTrainerMICD"][3:5] == ["+0.0100", "10 / 0"]
     assert float(rows["nnUNetTrainerMICD"][5].rstrip(" |")) < 0.01  # ten of ten cases better
     assert rows["nnUNetTrainerCPS"][3:6] == ["+0.0000", "0 / 0", "1 |"]
+
+
+def _with_student_a(run, mean_dice):
+    return {**run, "student_a": {"dice": {"1": mean_dice, "2": mean_dice}, "mean_dice": mean_dice,
+                                 "case_mean_dice": {"a": mean_dice, "b": None}}}
+
+
+def test_student_a_alone_is_validated_and_reported_as_its_own_method(tmp_path):
+    from nnunetv2_micd.benchmark.report import dice_table, paired_table
+    results = _results(_run(mean_dice=0.80), _with_student_a(_run("nnUNetTrainerMICD", mean_dice=0.86), 0.82),
+                       _run(labeled="all", mean_dice=0.90))
+    save_results(results, str(tmp_path / "results.json"))  # valid
+    rows = {row.split(" | ")[0][2:]: row.rstrip(" |").split(" | ") for row in dice_table(results).splitlines()[2:]}
+    assert rows["nnUNetTrainerMICD"][5:7] == ["0.8600", "60 %"]
+    assert rows["nnUNetTrainerMICD, student A alone"][5:7] == ["0.8200", "20 %"]
+    assert "nnUNetTrainerMICD, student A alone" in paired_table(results)
+    assert "nnUNetTrainerMICD, student A alone" not in group_runs(results)  # the plots show what users get
+    broken = copy.deepcopy(results)
+    broken["runs"]["nnUNetTrainerMICD__labeled10__seed0"]["student_a"]["case_mean_dice"] = {"a": 0.8}
+    assert schema_problems(broken) == ["runs['nnUNetTrainerMICD__labeled10__seed0']: student_a: case_mean_dice "
+                                       "has 1 cases, num_test is 2"]
