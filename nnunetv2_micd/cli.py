@@ -66,6 +66,14 @@ def _cmd_report(args) -> None:
     print(write_report(args.results, args.o))
 
 
+def _cmd_compare(args) -> None:
+    from nnunetv2_micd.benchmark.report import compare_summaries
+    c = compare_summaries(args.summary, args.reference)
+    print(f"{c.num_cases} cases, Dice (mean over classes) of the first minus the second: "
+          f"mean {c.mean_difference:+.4f}, {c.better} better / {c.worse} worse, "
+          f"Wilcoxon signed-rank p = {c.p_value:.3g} (two-sided)")
+
+
 def _cmd_evaluate(args) -> None:
     from batchgenerators.utilities.file_and_folder_operations import load_json
     from nnunetv2_micd.evaluation.evaluate import evaluate_folder, format_table
@@ -182,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-pfile", required=True, help="plans file of the predictions")
     p.add_argument("-np", type=int, default=2, help="worker processes (default: 2)")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = commands.add_parser("compare", help="two evaluated predictions of the same cases, case by case "
+                                            "(mean difference, cases better/worse, Wilcoxon p)")
+    p.add_argument("summary", help="summary.json of the predictions to compare (from nnUNetv2_evaluate_folder)")
+    p.add_argument("reference", help="summary.json of the predictions to compare them with")
+    p.set_defaults(func=_cmd_compare)
 
     p = commands.add_parser("report", help="markdown table and pictures from a benchmark's results.json")
     p.add_argument("results", help="results.json written by micd benchmark")

@@ -10,14 +10,14 @@
 """
 import os
 from collections import defaultdict
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import matplotlib.pyplot as plt
 import numpy as np
 from scipy.stats import wilcoxon
 
 from nnunetv2_micd.benchmark.protocol import ALL_LABELED, LABELED_ONLY_TRAINER
-from nnunetv2_micd.benchmark.results import load_results
+from nnunetv2_micd.benchmark.results import dice_from_summary, load_results
 from nnunetv2_micd.plotting import grouped_bars, save_figure
 
 UPPER_BOUND = "fully supervised"
@@ -106,6 +106,36 @@ def paired_differences(groups: Dict[Group, List[dict]], method: str, labeled) ->
     return len(seeds), {case: float(np.mean(values)) for case, values in differences.items()}
 
 
+class PairedComparison(NamedTuple):
+    """Per-case differences of one model against another on the same test cases."""
+    num_cases: int
+    mean_difference: float
+    better: int
+    worse: int
+    p_value: float  # two-sided Wilcoxon signed-rank test; 1.0 when every difference is zero
+
+    @classmethod
+    def of(cls, differences: Dict[str, float]) -> "PairedComparison":
+        values = np.array(list(differences.values()))
+        p_value = float(wilcoxon(values).pvalue) if np.any(values != 0) else 1.0
+        return cls(len(values), float(values.mean()), int((values > 0).sum()), int((values < 0).sum()), p_value)
+
+
+def compare_summaries(summary_file: str, reference_summary_file: str) -> PairedComparison:
+    """Two predictions of the same test cases, each evaluated by nnUNetv2_evaluate_folder, case by case: the first
+    one's Dice (mean over classes) minus the second one's, as the report compares a method with the baseline."""
+    cases, reference = (dice_from_summary(f)["case_mean_dice"] for f in (summary_file, reference_summary_file))
+    if cases.keys() != reference.keys():
+        only = sorted(cases.keys() ^ reference.keys())
+        raise ValueError(f"{summary_file} and {reference_summary_file} evaluate different cases (in only one of "
+                         f"them: {', '.join(only[:5])}{' ...' if len(only) > 5 else ''})")
+    differences = {case: dice - reference[case] for case, dice in cases.items()
+                   if dice is not None and reference[case] is not None}
+    if not differences:
+        raise ValueError(f"{summary_file} and {reference_summary_file} have no case with a class to compare")
+    return PairedComparison.of(differences)
+
+
 def paired_table(results: dict) -> str:
     header = ["method", "labeled", "paired seeds", "mean Δ Dice per case", "cases better / worse",
               "Wilcoxon p (two-sided)"]
@@ -117,11 +147,10 @@ def paired_table(results: dict) -> str:
         seeds, differences = paired_differences(groups, trainer, labeled)
         if not differences:
             continue
-        values = np.array(list(differences.values()))
-        p_value = wilcoxon(values).pvalue if np.any(values != 0) else 1.0
+        comparison = PairedComparison.of(differences)
         rows.append(f"| {trainer} | {groups[(trainer, labeled)][0]['num_labeled']} | {seeds} | "
-                    f"{values.mean():+.4f} | {int((values > 0).sum())} / {int((values < 0).sum())} | "
-                    f"{p_value:.3g} |")
+                    f"{comparison.mean_difference:+.4f} | {comparison.better} / {comparison.worse} | "
+                    f"{comparison.p_value:.3g} |")
     return "\n".join(rows) if len(rows) > 2 else "No method has a seed in common with the labeled-only baseline yet."
 
 

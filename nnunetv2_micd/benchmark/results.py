@@ -38,6 +38,9 @@ import json
 import os
 from typing import Dict, List
 
+import numpy as np
+from batchgenerators.utilities.file_and_folder_operations import load_json
+
 SCHEMA_VERSION = 1
 DICE_FIELDS = {"dice": dict, "mean_dice": (int, float), "case_mean_dice": dict}
 RUN_FIELDS = {
@@ -50,6 +53,19 @@ CURVE_KEYS = ("train_losses", "val_losses", "ema_fg_dice")
 
 class ResultsError(ValueError):
     """A results file that does not follow the schema."""
+
+
+def dice_from_summary(summary_file: str) -> dict:
+    """The Dice fields of a run (``DICE_FIELDS``) from a summary.json that nnUNetv2_evaluate_folder wrote: mean Dice
+    per class, nnU-Net's foreground mean and each case's mean over the classes present in either image."""
+    summary = load_json(summary_file)
+    case_mean_dice = {}
+    for case in summary["metric_per_case"]:
+        dice = [m["Dice"] for m in case["metrics"].values() if not np.isnan(m["Dice"])]
+        case_name = os.path.basename(case["reference_file"]).split(".")[0]
+        case_mean_dice[case_name] = float(np.mean(dice)) if dice else None
+    return {"dice": {label: float(values["Dice"]) for label, values in summary["mean"].items()},
+            "mean_dice": float(summary["foreground_mean"]["Dice"]), "case_mean_dice": case_mean_dice}
 
 
 def empty_results(protocol_values: dict, labels: Dict[str, str]) -> dict:

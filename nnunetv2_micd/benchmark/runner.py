@@ -31,7 +31,7 @@ from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
 
 import nnunetv2_micd
 from nnunetv2_micd.benchmark.protocol import ALL_LABELED, Protocol, ProtocolError, RunSpec
-from nnunetv2_micd.benchmark.results import CURVE_KEYS, empty_results, load_results, save_results
+from nnunetv2_micd.benchmark.results import CURVE_KEYS, dice_from_summary, empty_results, load_results, save_results
 from nnunetv2_micd.commands import run_command
 from nnunetv2_micd.training.nnUNetTrainerBudget import EFFECTIVE_CONFIG_FILE
 
@@ -372,7 +372,8 @@ class BenchmarkRunner:
                                            f"nnUNetTrainer__{self.protocol.plans_name}__"
                                            f"{self.protocol.configuration}"), "-f", "all"), self.environment)
         environment = {**self.run_environment(run), "nnUNet_results": results_root}
-        return self._dice(self._predict_and_evaluate(run, environment, "nnUNetTrainer", join(folder, "predictions")))
+        predictions = self._predict_and_evaluate(run, environment, "nnUNetTrainer", join(folder, "predictions"))
+        return dice_from_summary(join(predictions, "summary.json"))
 
     def _train(self, run: RunSpec, environment: Dict[str, str], model_folder: str) -> float:
         """Trains, or continues an interrupted training; returns the wall time of all attempts (up to the last epoch
@@ -438,20 +439,9 @@ class BenchmarkRunner:
             "num_labeled": len(split["labeled"]), "num_unlabeled": len(split["unlabeled"]),
             "num_test": len(split["test"]), "dataset": self.dataset_name(run.labeled),
             "steps": self.protocol.total_steps, "train_seconds": round(train_seconds, 1),
-            "predict_seconds": round(predict_seconds, 1), **self._dice(predictions), "curves": curves,
+            "predict_seconds": round(predict_seconds, 1), **dice_from_summary(join(predictions, "summary.json")),
+            "curves": curves,
             "method_config": load_json(join(model_folder, EFFECTIVE_CONFIG_FILE)),
             "code_version": _code_version(), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
 
-    @staticmethod
-    def _dice(predictions: str) -> dict:
-        """Mean test Dice per class, nnU-Net's foreground mean and each case's mean over classes, from the
-        summary.json that nnUNetv2_evaluate_folder wrote."""
-        summary = load_json(join(predictions, "summary.json"))
-        case_mean_dice = {}
-        for case in summary["metric_per_case"]:
-            dice = [m["Dice"] for m in case["metrics"].values() if not np.isnan(m["Dice"])]
-            case_name = os.path.basename(case["reference_file"]).split(".")[0]
-            case_mean_dice[case_name] = float(np.mean(dice)) if dice else None
-        return {"dice": {label: float(values["Dice"]) for label, values in summary["mean"].items()},
-                "mean_dice": float(summary["foreground_mean"]["Dice"]), "case_mean_dice": case_mean_dice}

@@ -2,6 +2,7 @@
 import copy
 import json
 
+import numpy as np
 import pytest
 
 from nnunetv2_micd.benchmark.protocol import ProtocolError, builtin_protocols, load_protocol
@@ -271,3 +272,47 @@ def test_student_a_alone_is_validated_and_reported_as_its_own_method(tmp_path):
     broken["runs"]["nnUNetTrainerMICD__labeled10__seed0"]["student_a"]["case_mean_dice"] = {"a": 0.8}
     assert schema_problems(broken) == ["runs['nnUNetTrainerMICD__labeled10__seed0']: student_a: case_mean_dice "
                                        "has 1 cases, num_test is 2"]
+
+
+def _summary_file(path, per_case):
+    """A summary.json as nnUNetv2_evaluate_folder writes it; ``per_case``: {case: (Dice class 1, Dice class 2)}."""
+    cases = [{"reference_file": f"/ref/{case}.nii.gz", "prediction_file": f"/pred/{case}.nii.gz",
+              "metrics": {"1": {"Dice": d1}, "2": {"Dice": d2}}} for case, (d1, d2) in per_case.items()]
+    nan = float("nan")
+    mean = {label: {"Dice": float(np.nanmean([c["metrics"][label]["Dice"] for c in cases]))} for label in ("1", "2")}
+    summary = {"metric_per_case": cases, "mean": mean,
+               "foreground_mean": {"Dice": float(np.mean([m["Dice"] for m in mean.values()]))}}
+    path.write_text(json.dumps(summary).replace(str(nan), "NaN"))
+    return str(path)
+
+
+def test_dice_from_summary_averages_each_case_over_the_classes_present(tmp_path):
+    from nnunetv2_micd.benchmark.results import dice_from_summary
+    nan = float("nan")
+    fields = dice_from_summary(_summary_file(tmp_path / "summary.json",
+                                             {"a": (0.8, 0.6), "b": (0.9, nan), "c": (nan, nan)}))
+    assert fields["case_mean_dice"] == pytest.approx({"a": 0.7, "b": 0.9, "c": None})
+    assert fields["dice"] == pytest.approx({"1": 0.85, "2": 0.6})
+    assert fields["mean_dice"] == pytest.approx(0.725)
+
+
+def test_micd_compare_tests_two_predictions_case_by_case(tmp_path, capsys):
+    from scipy.stats import wilcoxon
+    from nnunetv2_micd.cli import main
+    nan = float("nan")
+    reference = {f"case{i}": (0.5 + 0.03 * i, 0.6) for i in range(8)}
+    better = {**{c: (d1 + 0.02 * (i % 3), d2) for i, (c, (d1, d2)) in enumerate(reference.items())},
+              "case7": (0.4, 0.6), "case6": (nan, nan)}  # two equal, one worse, one without a class
+    files = [_summary_file(tmp_path / f"{name}.json", cases) for name, cases in (("a", better), ("b", reference))]
+    main(["compare", *files])
+    differences = [0.01 * (i % 3) for i in range(6)]  # class 2 is equal, so the case mean moves by half of class 1
+    expected_p = wilcoxon(differences + [(0.4 - 0.71) / 2]).pvalue
+    assert capsys.readouterr().out.strip() == (
+        f"7 cases, Dice (mean over classes) of the first minus the second: mean "
+        f"{(sum(differences) - 0.155) / 7:+.4f}, 4 better / 1 worse, Wilcoxon signed-rank p = {expected_p:.3g} "
+        f"(two-sided)")
+    # cases that are in one file only are named, not silently dropped
+    other = _summary_file(tmp_path / "other.json", {**reference, "case9": (0.5, 0.5)})
+    with pytest.raises(SystemExit):
+        main(["compare", files[0], other])
+    assert "evaluate different cases (in only one of them: case9)" in capsys.readouterr().err
