@@ -318,15 +318,21 @@ class BenchmarkRunner:
             save_results(self.results, self.results_file)
 
     def estimated_seconds_left(self, runs: List[RunSpec]) -> Optional[float]:
-        """From the finished runs of each trainer; unknown until every remaining trainer has finished once."""
-        finished = self.results["runs"].values()
-        seconds: Dict[str, List[float]] = {}
-        for entry in finished:
-            seconds.setdefault(entry["trainer"], []).append(entry["train_seconds"] + entry["predict_seconds"])
-        remaining = [run for run in runs if run.name not in self.results["runs"]]
-        if any(run.trainer not in seconds for run in remaining):
-            return None
-        return sum(float(np.mean(seconds[run.trainer])) for run in remaining)
+        """From the finished runs of each trainer; before a trainer has finished once, from its measured seconds per
+        step (training steps only, so an underestimate); unknown for a trainer with neither."""
+        finished: Dict[str, List[float]] = {}
+        for entry in self.results["runs"].values():
+            finished.setdefault(entry["trainer"], []).append(entry["train_seconds"] + entry["predict_seconds"])
+        measured = self.results.get("cost", {}).get("trainers", {})
+        seconds = 0.0
+        for run in [run for run in runs if run.name not in self.results["runs"]]:
+            if run.trainer in finished:
+                seconds += float(np.mean(finished[run.trainer]))
+            elif run.trainer in measured:
+                seconds += measured[run.trainer]["seconds_per_step"] * self.protocol.total_steps
+            else:
+                return None
+        return seconds
 
     def _add_missing_student_a(self) -> None:
         """Student A alone for finished two-student runs that were recorded without it (and still have their

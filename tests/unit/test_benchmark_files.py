@@ -316,3 +316,19 @@ def test_micd_compare_tests_two_predictions_case_by_case(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["compare", files[0], other])
     assert "evaluate different cases (in only one of them: case9)" in capsys.readouterr().err
+
+
+def test_time_left_comes_from_finished_runs_then_from_measured_steps(tmp_path):
+    runner = _runner(tmp_path, [
+        {"trainers": ["nnUNetTrainerBudget", "nnUNetTrainerMICD", "nnUNetTrainerCPS"], "labeled": [10],
+         "seeds": [0, 1]},
+    ])
+    steps = runner.protocol.total_steps
+    runner.results = _results({**_run(), "train_seconds": 100.0, "predict_seconds": 20.0})
+    assert runner.estimated_seconds_left(runner.protocol.runs) is None  # nothing known of MICD and CPS
+    runner.results["cost"] = {"device": "cpu", "steps": 10, "trainers": {
+        "nnUNetTrainerBudget": {"seconds_per_step": 0.01, "peak_memory_mib": 1.0},
+        "nnUNetTrainerMICD": {"seconds_per_step": 0.1, "peak_memory_mib": 1.0},
+        "nnUNetTrainerCPS": {"seconds_per_step": 0.05, "peak_memory_mib": 1.0}}}
+    # Budget seed 1 like its finished seed 0; MICD and CPS (two seeds each) from their step times
+    assert runner.estimated_seconds_left(runner.protocol.runs) == pytest.approx(120 + 2 * (0.1 + 0.05) * steps)
