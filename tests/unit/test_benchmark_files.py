@@ -278,11 +278,10 @@ def _summary_file(path, per_case):
     """A summary.json as nnUNetv2_evaluate_folder writes it; ``per_case``: {case: (Dice class 1, Dice class 2)}."""
     cases = [{"reference_file": f"/ref/{case}.nii.gz", "prediction_file": f"/pred/{case}.nii.gz",
               "metrics": {"1": {"Dice": d1}, "2": {"Dice": d2}}} for case, (d1, d2) in per_case.items()]
-    nan = float("nan")
     mean = {label: {"Dice": float(np.nanmean([c["metrics"][label]["Dice"] for c in cases]))} for label in ("1", "2")}
     summary = {"metric_per_case": cases, "mean": mean,
                "foreground_mean": {"Dice": float(np.mean([m["Dice"] for m in mean.values()]))}}
-    path.write_text(json.dumps(summary).replace(str(nan), "NaN"))
+    path.write_text(json.dumps(summary))  # NaN for a class absent from both images, as nnU-Net writes it
     return str(path)
 
 
