@@ -58,7 +58,11 @@ def _cmd_benchmark(args) -> None:
     from nnunetv2_micd.benchmark.runner import BenchmarkRunner
     protocol, path = load_protocol(args.protocol, args.source)
     print(f"protocol file: {path}")
-    BenchmarkRunner(protocol, args.o, args.device).run_all(args.only)
+    runner = BenchmarkRunner(protocol, args.o, args.device)
+    if args.status:
+        print("\n".join(runner.status()))
+    else:
+        runner.run_all(args.only)
 
 
 def _cmd_report(args) -> None:
@@ -163,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda when available")
     p.add_argument("--only", nargs="+", default=None, metavar="METHOD",
                    help="run only the unfinished runs of these trainers (or trainer__tag); the others wait")
+    p.add_argument("--status", action="store_true",
+                   help="show every run's state (finished, interrupted, to do) and the time left; runs nothing")
     p.set_defaults(func=_cmd_benchmark)
 
     for benchmark, fractions, layout in (("SYNAPSE", "10%%, 20%% or 40%%", "RawData/Training/{img,label}"),

@@ -263,8 +263,9 @@ class BenchmarkRunner:
         for number, run in enumerate(runs, start=1):
             if run.name in self.results["runs"] or run not in selected:
                 continue
+            unfinished = [r for r in runs if r.name not in self.results["runs"]]
             self.say(f"run {number}/{len(runs)}: {run.describe()} (protocol time left: "
-                     f"{_format_duration(self.estimated_seconds_left(runs))})")
+                     f"{_format_duration(self.estimated_seconds_left(unfinished))})")
             self.results["runs"][run.name] = self.run_one(run)
             save_results(self.results, self.results_file)
             entry = self.results["runs"][run.name]
@@ -302,12 +303,9 @@ class BenchmarkRunner:
         changed since) would mix configurations in one table: it is moved aside, kept, and trained again."""
         for run in [run for run in self.protocol.runs if run.name in self.results["runs"]]:
             entry = self.results["runs"][run.name]
-            expected = self.expected_method_config(run)
-            if expected is None or entry["method_config"].get("method") == expected:
+            changed = self.changed_method_config(run)
+            if changed is None:
                 continue
-            recorded = entry["method_config"].get("method", {})
-            changed = ", ".join(f"{k} {recorded.get(k)!r} -> {v!r}" for k, v in expected.items()
-                                if recorded.get(k) != v)
             kept_as = f"{run.name}__{re.sub(r'[^0-9]', '', entry['finished'])[:14]}"
             self.say(f"{run.name} was trained with another configuration ({changed}): kept as superseded "
                      f"{kept_as}, training it again")
@@ -317,22 +315,80 @@ class BenchmarkRunner:
             self.results.setdefault("superseded", {})[kept_as] = self.results["runs"].pop(run.name)
             save_results(self.results, self.results_file)
 
-    def estimated_seconds_left(self, runs: List[RunSpec]) -> Optional[float]:
-        """From the finished runs of each trainer; before a trainer has finished once, from its measured seconds per
-        step (training steps only, so an underestimate); unknown for a trainer with neither."""
+    def changed_method_config(self, run: RunSpec) -> Optional[str]:
+        """For a finished run whose trainer would now train with another method configuration (its defaults
+        changed since): what changed. None when nothing did."""
+        expected = self.expected_method_config(run)
+        recorded = self.results["runs"][run.name]["method_config"].get("method", {})
+        if expected is None or recorded == expected:
+            return None
+        return ", ".join(f"{k} {recorded.get(k)!r} -> {v!r}" for k, v in expected.items() if recorded.get(k) != v)
+
+    def epochs_started(self, run: RunSpec) -> Optional[int]:
+        """The last epoch (0-based) the run's training started, from train.log; None before the first. Checkpoints
+        are written every epoch, so an interrupted training continues at this epoch."""
+        log_file = join(self.run_folder(run), "train.log")
+        if not isfile(log_file):
+            return None
+        with open(log_file) as f:
+            epochs = [int(match.group(1)) for match in map(EPOCH_LINE.search, f) if match]
+        return epochs[-1] if epochs else None
+
+    def estimated_seconds_left(self, unfinished: List[RunSpec]) -> Optional[float]:
+        """For the ``unfinished`` runs: from the finished runs of each trainer; before a trainer has finished once,
+        from its measured seconds per step (training steps only, so an underestimate); unknown for a trainer with
+        neither. An interrupted run counts only its epochs still to train; a finished one (trained under other
+        defaults) is trained again from the start."""
         finished: Dict[str, List[float]] = {}
         for entry in self.results["runs"].values():
             finished.setdefault(entry["trainer"], []).append(entry["train_seconds"] + entry["predict_seconds"])
         measured = self.results.get("cost", {}).get("trainers", {})
+        epochs = self.protocol.budget["num_epochs"]
         seconds = 0.0
-        for run in [run for run in runs if run.name not in self.results["runs"]]:
+        for run in unfinished:
             if run.trainer in finished:
-                seconds += float(np.mean(finished[run.trainer]))
+                whole_run = float(np.mean(finished[run.trainer]))
             elif run.trainer in measured:
-                seconds += measured[run.trainer]["seconds_per_step"] * self.protocol.total_steps
+                whole_run = measured[run.trainer]["seconds_per_step"] * self.protocol.total_steps
             else:
                 return None
+            trained = 0 if run.name in self.results["runs"] else (self.epochs_started(run) or 0)
+            seconds += whole_run * (1 - trained / epochs)
         return seconds
+
+    def status(self) -> List[str]:
+        """What :meth:`run_all` would do now, without doing any of it: the state of every run and the time left."""
+        runs = self.protocol.runs
+        if isfile(self.results_file):
+            self.results = load_results(self.results_file)
+            self._refuse_other_protocol(self.results["protocol"])
+        else:
+            self.results = {"runs": {}}
+        lines, to_do = [f"protocol {self.protocol.name}, work folder {self.work}"], []
+        for number, run in enumerate(runs, start=1):
+            entry = self.results["runs"].get(run.name)
+            changed = self.changed_method_config(run) if entry is not None else None
+            if entry is not None and changed is None:
+                state = f"finished, mean test Dice {entry['mean_dice']:.4f}"
+            elif entry is not None:
+                state = f"finished under other method settings ({changed}): will be trained again"
+            elif not isdir(self.run_folder(run)):
+                state = "not started"
+            elif isfile(self._final_checkpoint(run)):
+                state = "trained; prediction and evaluation to do"
+            elif self.epochs_started(run) is not None:
+                state = (f"interrupted in epoch {self.epochs_started(run) + 1}/{self.protocol.budget['num_epochs']}"
+                         f", continues from its last checkpoint")
+            else:
+                state = "not started"
+            if entry is None or changed is not None:
+                to_do.append(run)
+            lines.append(f"run {number}/{len(runs)}: {run.describe()}: {state}")
+        lines.append(f"{len(runs) - len(to_do)} of {len(runs)} runs finished; time left about "
+                     f"{_format_duration(self.estimated_seconds_left(to_do))}"
+                     + (f"; {len(self.results['superseded'])} superseded run(s) kept in "
+                        f"{join(self.work, 'superseded')}" if self.results.get("superseded") else ""))
+        return lines
 
     def _add_missing_student_a(self) -> None:
         """Student A alone for finished two-student runs that were recorded without it (and still have their

@@ -324,10 +324,51 @@ def test_time_left_comes_from_finished_runs_then_from_measured_steps(tmp_path):
     ])
     steps = runner.protocol.total_steps
     runner.results = _results({**_run(), "train_seconds": 100.0, "predict_seconds": 20.0})
-    assert runner.estimated_seconds_left(runner.protocol.runs) is None  # nothing known of MICD and CPS
+    unfinished = [run for run in runner.protocol.runs if run.name not in runner.results["runs"]]
+    assert runner.estimated_seconds_left(unfinished) is None  # nothing known of MICD and CPS
     runner.results["cost"] = {"device": "cpu", "steps": 10, "trainers": {
         "nnUNetTrainerBudget": {"seconds_per_step": 0.01, "peak_memory_mib": 1.0},
         "nnUNetTrainerMICD": {"seconds_per_step": 0.1, "peak_memory_mib": 1.0},
         "nnUNetTrainerCPS": {"seconds_per_step": 0.05, "peak_memory_mib": 1.0}}}
     # Budget seed 1 like its finished seed 0; MICD and CPS (two seeds each) from their step times
-    assert runner.estimated_seconds_left(runner.protocol.runs) == pytest.approx(120 + 2 * (0.1 + 0.05) * steps)
+    assert runner.estimated_seconds_left(unfinished) == pytest.approx(120 + 2 * (0.1 + 0.05) * steps)
+
+
+def test_status_tells_each_run_s_state_and_counts_only_the_epochs_left(tmp_path, capsys):
+    from nnunetv2_micd.cli import main
+    groups = [{"trainers": ["nnUNetTrainerBudget", "nnUNetTrainerMICD"], "labeled": [10], "seeds": [0, 1]}]
+    runner = _runner(tmp_path, groups)
+    runs = {run.name: run for run in runner.protocol.runs}
+    micd0 = runs["nnUNetTrainerMICD__labeled10__seed0"]
+    stale = {"trainer": micd0.trainer, "budget": {},
+             "method": {**runner.expected_method_config(micd0), "lambda_max": 0.05}}
+    results = _results({**_run(), "train_seconds": 100.0, "predict_seconds": 20.0, "mean_dice": 0.8123},
+                       {**_run("nnUNetTrainerMICD"), "method_config": stale})
+    results["protocol"] = runner.protocol.values
+    work = tmp_path / "work"
+    (work / "nnUNet_raw" / f"Dataset{runner.protocol.values['source_dataset_id']:03d}_Hippocampus").mkdir(parents=True)
+    save_results(results, str(work / "results.json"))
+    interrupted = work / "runs" / "nnUNetTrainerBudget__labeled10__seed1"
+    interrupted.mkdir(parents=True)
+    (interrupted / "train.log").write_text("2026-11-26 09:00:00: Epoch 0\nloss\n2026-11-26 09:05:00: Epoch 3\n")
+    (work / "runs" / micd0.name).mkdir()
+    (work / "runs" / micd0.name / "train.log").write_text("2026-11-25 09:00:00: Epoch 39\n")  # trained again, whole
+
+    lines = runner.status()
+
+    epochs = runner.protocol.budget["num_epochs"]
+    assert lines[1:5] == [
+        "run 1/4: nnUNetTrainerBudget, 10 labeled, seed 0: finished, mean test Dice 0.8123",
+        "run 2/4: nnUNetTrainerMICD, 10 labeled, seed 0: finished under other method settings (lambda_max 0.05 -> "
+        "0.1): will be trained again",
+        f"run 3/4: nnUNetTrainerBudget, 10 labeled, seed 1: interrupted in epoch 4/{epochs}, continues from its "
+        f"last checkpoint",
+        "run 4/4: nnUNetTrainerMICD, 10 labeled, seed 1: not started",
+    ]
+    # the stale MICD run and MICD seed 1 whole (2 s each, from the finished MICD run), Budget seed 1 from epoch 3 on
+    seconds_left = 2 * 2.0 + 120 * (1 - 3 / epochs)
+    hours, rest = divmod(int(seconds_left), 3600)
+    assert lines[5] == f"1 of 4 runs finished; time left about {hours}:{rest // 60:02d}:{rest % 60:02d}"
+    main(["benchmark", str(tmp_path / "protocol.json"), "-o", str(work), "--status"])
+    assert "interrupted in epoch 4/" in capsys.readouterr().out
+    assert not (work / "nnUNet_preprocessed").exists()  # nothing was run
