@@ -78,7 +78,11 @@ def finished_benchmark(protocol_file, nnunet_folders, tmp_path_factory):
     interrupted_run, finished_before = _interrupt_during_a_training(first, work)
     before = load_results(str(work / "results.json"))
     second = _benchmark(protocol_file, work)
-    output, _ = second.communicate(timeout=1200)
+    try:
+        output, _ = second.communicate(timeout=1200)
+    except subprocess.TimeoutExpired:
+        os.killpg(second.pid, signal.SIGKILL)  # with its nnUNetv2_train, which would outlive the test
+        pytest.fail("the resumed benchmark did not finish in 20 minutes:\n" + second.communicate()[0][-3000:])
     assert second.returncode == 0, output[-4000:]
     return {"work": work, "output": output, "interrupted": interrupted_run, "finished_before": finished_before,
             "results_before": before, "results": load_results(str(work / "results.json"))}
