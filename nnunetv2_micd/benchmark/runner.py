@@ -377,8 +377,8 @@ class BenchmarkRunner:
             elif isfile(self._final_checkpoint(run)):
                 state = "trained; prediction and evaluation to do"
             elif self.epochs_started(run) is not None:
-                state = (f"interrupted in epoch {self.epochs_started(run) + 1}/{self.protocol.budget['num_epochs']}"
-                         f", continues from its last checkpoint")
+                state = (f"training reached epoch {self.epochs_started(run) + 1}/{self.protocol.budget['num_epochs']}"
+                         f" (running, or interrupted: a restart continues there)")
             else:
                 state = "not started"
             if entry is None or changed is not None:

@@ -361,8 +361,8 @@ def test_status_tells_each_run_s_state_and_counts_only_the_epochs_left(tmp_path,
         "run 1/4: nnUNetTrainerBudget, 10 labeled, seed 0: finished, mean test Dice 0.8123",
         "run 2/4: nnUNetTrainerMICD, 10 labeled, seed 0: finished under other method settings (lambda_max 0.05 -> "
         "0.1): will be trained again",
-        f"run 3/4: nnUNetTrainerBudget, 10 labeled, seed 1: interrupted in epoch 4/{epochs}, continues from its "
-        f"last checkpoint",
+        f"run 3/4: nnUNetTrainerBudget, 10 labeled, seed 1: training reached epoch 4/{epochs} (running, or "
+        f"interrupted: a restart continues there)",
         "run 4/4: nnUNetTrainerMICD, 10 labeled, seed 1: not started",
     ]
     # the stale MICD run and MICD seed 1 whole (2 s each, from the finished MICD run), Budget seed 1 from epoch 3 on
@@ -370,5 +370,5 @@ def test_status_tells_each_run_s_state_and_counts_only_the_epochs_left(tmp_path,
     hours, rest = divmod(int(seconds_left), 3600)
     assert lines[5] == f"1 of 4 runs finished; time left about {hours}:{rest // 60:02d}:{rest % 60:02d}"
     main(["benchmark", str(tmp_path / "protocol.json"), "-o", str(work), "--status"])
-    assert "interrupted in epoch 4/" in capsys.readouterr().out
+    assert "training reached epoch 4/" in capsys.readouterr().out
     assert not (work / "nnUNet_preprocessed").exists()  # nothing was run
