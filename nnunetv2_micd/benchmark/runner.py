@@ -368,17 +368,16 @@ class BenchmarkRunner:
         for number, run in enumerate(runs, start=1):
             entry = self.results["runs"].get(run.name)
             changed = self.changed_method_config(run) if entry is not None else None
+            started = self.epochs_started(run) if entry is None else None
             if entry is not None and changed is None:
                 state = f"finished, mean test Dice {entry['mean_dice']:.4f}"
             elif entry is not None:
                 state = f"finished under other method settings ({changed}): will be trained again"
-            elif not isdir(self.run_folder(run)):
-                state = "not started"
-            elif isfile(self._final_checkpoint(run)):
+            elif isdir(self.run_folder(run)) and isfile(self._final_checkpoint(run)):
                 state = "trained; prediction and evaluation to do"
-            elif self.epochs_started(run) is not None:
-                state = (f"training reached epoch {self.epochs_started(run) + 1}/{self.protocol.budget['num_epochs']}"
-                         f" (running, or interrupted: a restart continues there)")
+            elif started is not None:
+                state = (f"training reached epoch {started + 1}/{self.protocol.budget['num_epochs']} (running, or "
+                         f"interrupted: a restart continues there)")
             else:
                 state = "not started"
             if entry is None or changed is not None:
