@@ -168,8 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", default=None, metavar="METHOD",
                    help="run only the unfinished runs of these trainers (or trainer__tag); the others wait")
     p.add_argument("--status", action="store_true",
-                   help="show every run's state (finished, how far its training got, to do) and the time left; "
-                        "runs nothing")
+                   help="show every run's state (finished, how far its training got and whether it is running, to "
+                        "do) and the time left; runs nothing")
     p.set_defaults(func=_cmd_benchmark)
 
     for benchmark, fractions, layout in (("SYNAPSE", "10%%, 20%% or 40%%", "RawData/Training/{img,label}"),

@@ -10,6 +10,7 @@ Everything happens in one work folder, through nnU-Net's and micd's own commands
                                                     nnU-Net model, and its test-split predictions
     <work>/runs/<run>/train.log                     nnUNetv2_train's output
     <work>/results.json                             finished runs (see nnunetv2_micd.benchmark.results)
+    <work>/benchmark.lock                           held while a benchmark runs (see nnunetv2_micd.benchmark.lock)
 
 A run is finished once it is in results.json. Otherwise it continues where it stopped: training from
 ``checkpoint_latest.pth`` (``nnUNetv2_train --c``), prediction and evaluation from scratch.
@@ -30,6 +31,7 @@ from batchgenerators.utilities.file_and_folder_operations import isdir, isfile, 
 from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
 
 import nnunetv2_micd
+from nnunetv2_micd.benchmark.lock import WorkFolderLock, running_benchmark
 from nnunetv2_micd.benchmark.protocol import ALL_LABELED, Protocol, ProtocolError, RunSpec
 from nnunetv2_micd.benchmark.results import CURVE_KEYS, dice_from_summary, empty_results, load_results, save_results
 from nnunetv2_micd.commands import run_command
@@ -249,32 +251,35 @@ class BenchmarkRunner:
         """Every run of the protocol that is not finished; with ``only``, just the runs of those methods (trainer
         names, or trainer__tag)."""
         selected = self._select(only)
-        self.prepare()
-        if "cost" not in self.results:
-            self.measure_cost()
-        self._supersede_stale_runs()
-        self._add_missing_student_a()
-        runs = self.protocol.runs
-        done = [run for run in runs if run.name in self.results["runs"]]
-        self.say(f"protocol {self.protocol.name}: {len(runs)} runs, {len(done)} already finished, "
-                 f"{self.protocol.total_steps} steps each, on {self.device}; work folder {self.work}")
-        if only:
-            self.say(f"running only the runs of {', '.join(only)}")
-        for number, run in enumerate(runs, start=1):
-            if run.name in self.results["runs"] or run not in selected:
-                continue
-            unfinished = [r for r in runs if r.name not in self.results["runs"]]
-            self.say(f"run {number}/{len(runs)}: {run.describe()} (protocol time left: "
-                     f"{_format_duration(self.estimated_seconds_left(unfinished))})")
-            self.results["runs"][run.name] = self.run_one(run)
-            save_results(self.results, self.results_file)
-            entry = self.results["runs"][run.name]
-            self.say(f"run {number}/{len(runs)} finished: mean test Dice {entry['mean_dice']:.4f} "
-                     f"({_format_duration(entry['train_seconds'])} training)")
-        left = [run for run in runs if run.name not in self.results["runs"]]
-        self.say(f"{len(runs) - len(left)} of {len(runs)} runs finished; results in {self.results_file}"
-                 + (f"; {len(left)} left (not selected)" if left else ""))
-        return self.results
+        maybe_mkdir_p(self.work)
+        with WorkFolderLock(self.work) as lock:
+            self.prepare()
+            if "cost" not in self.results:
+                self.measure_cost()
+            self._supersede_stale_runs()
+            self._add_missing_student_a()
+            runs = self.protocol.runs
+            done = [run for run in runs if run.name in self.results["runs"]]
+            self.say(f"protocol {self.protocol.name}: {len(runs)} runs, {len(done)} already finished, "
+                     f"{self.protocol.total_steps} steps each, on {self.device}; work folder {self.work}")
+            if only:
+                self.say(f"running only the runs of {', '.join(only)}")
+            for number, run in enumerate(runs, start=1):
+                if run.name in self.results["runs"] or run not in selected:
+                    continue
+                unfinished = [r for r in runs if r.name not in self.results["runs"]]
+                self.say(f"run {number}/{len(runs)}: {run.describe()} (protocol time left: "
+                         f"{_format_duration(self.estimated_seconds_left(unfinished))})")
+                lock.working_on(run.name)
+                self.results["runs"][run.name] = self.run_one(run)
+                save_results(self.results, self.results_file)
+                entry = self.results["runs"][run.name]
+                self.say(f"run {number}/{len(runs)} finished: mean test Dice {entry['mean_dice']:.4f} "
+                         f"({_format_duration(entry['train_seconds'])} training)")
+            left = [run for run in runs if run.name not in self.results["runs"]]
+            self.say(f"{len(runs) - len(left)} of {len(runs)} runs finished; results in {self.results_file}"
+                     + (f"; {len(left)} left (not selected)" if left else ""))
+            return self.results
 
     def _select(self, only: Optional[List[str]]) -> List[RunSpec]:
         runs = self.protocol.runs
@@ -364,20 +369,24 @@ class BenchmarkRunner:
             self._refuse_other_protocol(self.results["protocol"])
         else:
             self.results = {"runs": {}}
-        lines, to_do = [f"protocol {self.protocol.name}, work folder {self.work}"], []
+        running = running_benchmark(self.work)
+        lines, to_do = [f"protocol {self.protocol.name}, work folder {self.work}: "
+                        + (f"a benchmark is running here (process {running['pid']})" if running else
+                           "no benchmark is running here")], []
         for number, run in enumerate(runs, start=1):
             entry = self.results["runs"].get(run.name)
             changed = self.changed_method_config(run) if entry is not None else None
             started = self.epochs_started(run) if entry is None else None
+            in_progress = running is not None and running["run"] == run.name
             if entry is not None and changed is None:
                 state = f"finished, mean test Dice {entry['mean_dice']:.4f}"
             elif entry is not None:
                 state = f"finished under other method settings ({changed}): will be trained again"
             elif isdir(self.run_folder(run)) and isfile(self._final_checkpoint(run)):
-                state = "trained; prediction and evaluation to do"
+                state = "trained; " + ("predicting" if in_progress else "prediction and evaluation to do")
             elif started is not None:
-                state = (f"training reached epoch {started + 1}/{self.protocol.budget['num_epochs']} (running, or "
-                         f"interrupted: a restart continues there)")
+                state = f"training reached epoch {started + 1}/{self.protocol.budget['num_epochs']}" + (
+                    ", running" if in_progress else ", interrupted: a restart continues there")
             else:
                 state = "not started"
             if entry is None or changed is not None:

@@ -1,6 +1,7 @@
 """Protocol files and the results schema, without running anything."""
 import copy
 import json
+import os
 
 import numpy as np
 import pytest
@@ -357,12 +358,13 @@ def test_status_tells_each_run_s_state_and_counts_only_the_epochs_left(tmp_path,
     lines = runner.status()
 
     epochs = runner.protocol.budget["num_epochs"]
+    assert lines[0].endswith(": no benchmark is running here")
     assert lines[1:5] == [
         "run 1/4: nnUNetTrainerBudget, 10 labeled, seed 0: finished, mean test Dice 0.8123",
         "run 2/4: nnUNetTrainerMICD, 10 labeled, seed 0: finished under other method settings (lambda_max 0.05 -> "
         "0.1): will be trained again",
-        f"run 3/4: nnUNetTrainerBudget, 10 labeled, seed 1: training reached epoch 4/{epochs} (running, or "
-        f"interrupted: a restart continues there)",
+        f"run 3/4: nnUNetTrainerBudget, 10 labeled, seed 1: training reached epoch 4/{epochs}, interrupted: a "
+        f"restart continues there",
         "run 4/4: nnUNetTrainerMICD, 10 labeled, seed 1: not started",
     ]
     # the stale MICD run and MICD seed 1 whole (2 s each, from the finished MICD run), Budget seed 1 from epoch 3 on
@@ -372,3 +374,31 @@ def test_status_tells_each_run_s_state_and_counts_only_the_epochs_left(tmp_path,
     main(["benchmark", str(tmp_path / "protocol.json"), "-o", str(work), "--status"])
     assert "training reached epoch 4/" in capsys.readouterr().out
     assert not (work / "nnUNet_preprocessed").exists()  # nothing was run
+
+
+def test_one_benchmark_at_a_time_per_work_folder_and_status_names_its_run(tmp_path, capsys):
+    from nnunetv2_micd.benchmark.lock import WorkFolderLock, running_benchmark
+    from nnunetv2_micd.cli import main
+    runner = _runner(tmp_path, [{"trainers": ["nnUNetTrainerBudget"], "labeled": [10], "seeds": [0, 1]}])
+    work = tmp_path / "work"
+    (work / "nnUNet_raw" / f"Dataset{runner.protocol.values['source_dataset_id']:03d}_Hippocampus").mkdir(parents=True)
+    for run in runner.protocol.runs:
+        (work / "runs" / run.name).mkdir(parents=True)
+        (work / "runs" / run.name / "train.log").write_text("2026-11-26 09:00:00: Epoch 2\n")
+    first, second = runner.protocol.runs
+
+    with WorkFolderLock(str(work)) as lock:
+        lock.working_on(second.name)
+        assert running_benchmark(str(work)) == {"pid": os.getpid(), "run": second.name}
+        lines = runner.status()
+        with pytest.raises(SystemExit):  # a second benchmark in the same folder is refused before it does anything
+            main(["benchmark", str(tmp_path / "protocol.json"), "-o", str(work)])
+        assert f"another micd benchmark (process {os.getpid()}) is running in {work}" in capsys.readouterr().err
+        assert not (work / "nnUNet_preprocessed").exists()
+
+    assert lines[0].endswith(f": a benchmark is running here (process {os.getpid()})")
+    epochs = runner.protocol.budget["num_epochs"]
+    assert lines[1].endswith(f"training reached epoch 3/{epochs}, interrupted: a restart continues there")
+    assert lines[2].endswith(f"training reached epoch 3/{epochs}, running")
+    assert running_benchmark(str(work)) is None  # released on exit
+    assert runner.status()[2].endswith(", interrupted: a restart continues there")

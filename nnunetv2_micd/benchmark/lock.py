@@ -1,0 +1,62 @@
+"""One benchmark at a time per work folder: two would train the same run into the same checkpoints.
+
+The lock is an exclusive POSIX file lock on ``<work>/benchmark.lock``. The operating system releases it when the
+process ends, however it ends, so an interrupted benchmark never leaves a stale lock behind. While held, the file
+names the holder's process and the run it is working on, which ``micd benchmark --status`` reports.
+"""
+import fcntl
+import json
+import os
+from typing import Optional
+
+from batchgenerators.utilities.file_and_folder_operations import isfile, join
+
+LOCK_FILE = "benchmark.lock"
+
+
+class WorkFolderBusy(RuntimeError):
+    pass
+
+
+class WorkFolderLock:
+    def __init__(self, work_folder: str):
+        self.path = join(work_folder, LOCK_FILE)
+        self._file = None
+
+    def __enter__(self) -> "WorkFolderLock":
+        lock_file = open(self.path, "a+")
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock_file.close()
+            holder = running_benchmark(os.path.dirname(self.path)) or {}
+            raise WorkFolderBusy(f"another micd benchmark (process {holder.get('pid', '?')}) is running in "
+                                 f"{os.path.dirname(self.path)}; wait for it, or stop it, before starting one there")
+        self._file = lock_file
+        self.working_on(None)
+        return self
+
+    def working_on(self, run_name: Optional[str]) -> None:
+        self._file.seek(0)
+        self._file.truncate()
+        json.dump({"pid": os.getpid(), "run": run_name}, self._file)
+        self._file.flush()
+
+    def __exit__(self, *exc_info) -> None:
+        self._file.close()  # releases the lock
+        self._file = None
+
+
+def running_benchmark(work_folder: str) -> Optional[dict]:
+    """``{"pid": ..., "run": ...}`` of the benchmark holding the work folder's lock (``run`` is None between runs);
+    None when no benchmark is running there."""
+    path = join(work_folder, LOCK_FILE)
+    if not isfile(path):
+        return None
+    with open(path) as lock_file:
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            content = lock_file.read()
+            return json.loads(content) if content else {"pid": None, "run": None}  # held, still being written
+    return None
