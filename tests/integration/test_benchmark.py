@@ -70,12 +70,28 @@ def _interrupt_during_a_training(process, work, timeout=600):
     pytest.fail("no training reached its first checkpoint in time")
 
 
+def _while_running(protocol_file, process, work, timeout=300):
+    """``--status`` and a second benchmark in the same work folder, once the first holds its lock."""
+    lock = work / "benchmark.lock"
+    deadline = time.time() + timeout
+    while not (lock.is_file() and lock.stat().st_size):
+        if process.poll() is not None or time.time() > deadline:
+            pytest.fail("the benchmark did not take its work folder's lock")
+        time.sleep(0.1)
+    status = micd("benchmark", protocol_file, "-o", work, "--status").stdout
+    second = subprocess.run([sys.executable, "-m", "nnunetv2_micd.cli", "benchmark", str(protocol_file), "-o",
+                             str(work)], capture_output=True, text=True)
+    return status, second
+
+
 @pytest.fixture(scope="module")
 def finished_benchmark(protocol_file, nnunet_folders, tmp_path_factory):
     """Runs the protocol, kills it during a training, and runs it again to the end."""
     work = tmp_path_factory.mktemp("benchmark")
     first = _benchmark(protocol_file, work)
+    status_while_running, second_benchmark = _while_running(protocol_file, first, work)
     interrupted_run, finished_before = _interrupt_during_a_training(first, work)
+    status_after_interruption = micd("benchmark", protocol_file, "-o", work, "--status").stdout
     before = load_results(str(work / "results.json"))
     second = _benchmark(protocol_file, work)
     try:
@@ -85,7 +101,9 @@ def finished_benchmark(protocol_file, nnunet_folders, tmp_path_factory):
         pytest.fail("the resumed benchmark did not finish in 20 minutes:\n" + second.communicate()[0][-3000:])
     assert second.returncode == 0, output[-4000:]
     return {"work": work, "output": output, "interrupted": interrupted_run, "finished_before": finished_before,
-            "results_before": before, "results": load_results(str(work / "results.json"))}
+            "results_before": before, "results": load_results(str(work / "results.json")), "first_pid": first.pid,
+            "status_while_running": status_while_running, "second_benchmark": second_benchmark,
+            "status_after_interruption": status_after_interruption}
 
 
 def test_every_run_is_trained_predicted_and_evaluated(finished_benchmark, protocol_file):
@@ -129,6 +147,19 @@ def test_an_interrupted_benchmark_continues_where_it_stopped(finished_benchmark)
     assert "continuing the interrupted training from its last checkpoint" in finished_benchmark["output"]
     log = (finished_benchmark["work"] / "runs" / finished_benchmark["interrupted"] / "train.log").read_text()
     assert log.count("Epoch 0\n") == 1  # the second attempt started from the checkpoint, not from epoch 0
+
+
+def test_one_benchmark_at_a_time_and_status_tells_whether_one_is_running(finished_benchmark, protocol_file):
+    work, pid = finished_benchmark["work"], finished_benchmark["first_pid"]
+    assert f"a benchmark is running here (process {pid})" in finished_benchmark["status_while_running"]
+    second = finished_benchmark["second_benchmark"]
+    assert second.returncode == 1
+    assert f"another micd benchmark (process {pid}) is running in {work}" in second.stderr
+    after = finished_benchmark["status_after_interruption"]
+    assert "no benchmark is running here" in after
+    run, = [run for run in load_protocol(str(protocol_file))[0].runs if run.name == finished_benchmark["interrupted"]]
+    interrupted, = [line for line in after.splitlines() if f": {run.describe()}: " in line]
+    assert interrupted.endswith(("interrupted: a restart continues there", "prediction and evaluation to do"))
 
 
 def test_a_finished_benchmark_run_again_redoes_nothing(finished_benchmark, protocol_file):
