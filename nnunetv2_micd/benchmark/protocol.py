@@ -26,11 +26,13 @@ A group may carry its own ``method_config`` (updating the protocol's ``method_co
 trainer (e.g. when choosing hyper-parameters on a validation split).
 
 ``source`` is either an MSD task folder (converted with ``nnUNetv2_convert_MSD_dataset``) or an nnU-Net raw
-dataset folder (``{"nnunet_raw_folder": ...}``, whose training cases are copied); relative paths are taken from the current directory.
+dataset folder (``{"nnunet_raw_folder": ...}``, whose training cases are copied); relative paths are taken from
+the current directory.
 Every labeled count gets its own dataset (``first_dataset_id`` upwards, in increasing order, ``"all"`` last: every
 non-test case labeled, the fully supervised upper bound), all made from one seeded split so that labeled sets are
 nested and the test cases are the same. Runs are expanded group by group (seeds, then labeled counts, then
-trainers) and executed in that order, so the runs that give evidence early go first.
+trainers) and executed in that order, so the runs that give evidence early go first. ``"held_out": "validation"``
+names the held-out cases in logs and reports of a protocol that chooses hyper-parameters (default ``"test"``).
 """
 import json
 import os
@@ -46,7 +48,8 @@ LABELED_ONLY_TRAINER = "nnUNetTrainerBudget"  # the only trainer of the harness 
 BUDGET_KEYS = ("num_epochs", "iterations_per_epoch", "val_iterations")
 REQUIRED_KEYS = ("protocol_version", "name", "source", "source_dataset_id", "first_dataset_id", "test_cases",
                  "split_seed", "configuration", "budget", "runs")
-OPTIONAL_KEYS = ("tiny_plans", "method_configs", "cost_steps", "description")
+OPTIONAL_KEYS = ("tiny_plans", "method_configs", "cost_steps", "description", "held_out")
+HELD_OUT_NAMES = ("test", "validation")
 
 TAG_PATTERN = re.compile(r"[A-Za-z0-9.-]+")
 
@@ -113,6 +116,11 @@ class Protocol:
         return self.values.get("cost_steps", 10)
 
     @property
+    def held_out(self) -> str:
+        """What the held-out cases are to the reader: "test", or "validation" when the protocol chooses settings."""
+        return self.values.get("held_out", "test")
+
+    @property
     def runs(self) -> List[RunSpec]:
         """Every run once, in execution order."""
         runs: List[RunSpec] = []
@@ -146,7 +154,8 @@ class Protocol:
 
     def comparable_settings(self) -> dict:
         """Everything that changes what a finished run means; results made under other settings must not mix."""
-        return {k: v for k, v in self.values.items() if k not in ("runs", "description", "cost_steps", "source")}
+        return {k: v for k, v in self.values.items() if k not in ("runs", "description", "cost_steps", "source",
+                                                                   "held_out")}
 
 
 def _check(values: dict) -> None:
@@ -174,6 +183,8 @@ def _check(values: dict) -> None:
     tiny = values.get("tiny_plans")
     if tiny is not None and not (isinstance(tiny, dict) and set(tiny) <= {"features", "batch_size"}):
         problems.append(f"tiny_plans must be null or hold 'features' and/or 'batch_size', got {tiny!r}")
+    if values.get("held_out", "test") not in HELD_OUT_NAMES:
+        problems.append(f"held_out must be one of {list(HELD_OUT_NAMES)}, got {values['held_out']!r}")
     if not isinstance(values.get("method_configs", {}), dict):
         problems.append("method_configs must map trainer names to MICD_CONFIG objects")
     problems += _run_group_problems(values["runs"])

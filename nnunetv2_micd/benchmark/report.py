@@ -1,9 +1,10 @@
 """``micd report``: the results file as a markdown table and pictures that people read.
 
-- ``report.md``: mean ± std test Dice (over seeds) per class and averaged, per method and labeled count; the gap
-  each semi-supervised method closes between the labeled-only baseline and the fully supervised model; seconds
-  per step and peak memory as ratios to the baseline; and each method against the baseline case by case (same
-  labeled cases and seed), which separates a small gain from test-case noise better than a difference of means;
+- ``report.md``: mean ± std Dice on the held-out (test or validation) cases over seeds, per class and averaged,
+  per method and labeled count; the gap each semi-supervised method closes between the labeled-only baseline and
+  the fully supervised model; seconds per step and peak memory as ratios to the baseline; and each method against
+  the baseline case by case (same labeled cases and seed), which separates a small gain from case-to-case noise
+  better than a difference of means;
 - ``label_efficiency.png``: mean Dice against the number of labeled cases, one line per method;
 - ``per_class.png``: Dice per class and method at every labeled count;
 - ``training_curves.png``: training loss and nnU-Net's validation pseudo-Dice per epoch.
@@ -16,7 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from scipy.stats import wilcoxon
 
-from nnunetv2_micd.benchmark.protocol import ALL_LABELED, LABELED_ONLY_TRAINER
+from nnunetv2_micd.benchmark.protocol import ALL_LABELED, LABELED_ONLY_TRAINER, Protocol
 from nnunetv2_micd.benchmark.results import dice_from_summary, load_results
 from nnunetv2_micd.plotting import grouped_bars, save_figure
 
@@ -39,6 +40,10 @@ def group_runs(results: dict, with_student_a: bool = False) -> Dict[Group, List[
         if with_student_a and "student_a" in run:
             groups[(trainer + STUDENT_A, run["labeled"])].append({**run, **run["student_a"]})
     return dict(groups)
+
+
+def _held_out(results: dict) -> str:
+    return Protocol(results["protocol"]).held_out
 
 
 def _mean_std(values: List[float]) -> Tuple[float, float]:
@@ -186,7 +191,7 @@ def plot_label_efficiency(results: dict, filename: str) -> None:
         ax.axhline(upper, color="k", linestyle="--", label=f"{UPPER_BOUND} "
                                                            f"({groups[(UPPER_BOUND, ALL_LABELED)][0]['num_labeled']})")
     ax.set_xlabel("labeled training cases")
-    ax.set_ylabel("mean test Dice")
+    ax.set_ylabel(f"mean {_held_out(results)} Dice")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     save_figure(fig, filename)
@@ -199,7 +204,8 @@ def plot_per_class(results: dict, filename: str) -> None:
                   for value, name in results["labels"].items()}
     grouped_bars(filename, [f"{t}\n{groups[(t, l)][0]['num_labeled']} labeled" for t, l in ordered],
                  {name: [m for m, _ in values] for name, values in statistics.items()},
-                 {name: [s for _, s in values] for name, values in statistics.items()})
+                 {name: [s for _, s in values] for name, values in statistics.items()},
+                 ylabel=f"{_held_out(results)} Dice")
 
 
 def plot_training_curves(results: dict, filename: str) -> None:
@@ -219,9 +225,9 @@ def plot_training_curves(results: dict, filename: str) -> None:
 
 PICTURES = {
     "label_efficiency.png": (plot_label_efficiency,
-                             "Mean test Dice against the number of labeled cases, mean ± standard deviation over "
-                             "seeds; the dashed line is the fully supervised model."),
-    "per_class.png": (plot_per_class, "Test Dice per class, mean ± standard deviation over seeds."),
+                             "Mean {held_out} Dice against the number of labeled cases, mean ± standard deviation "
+                             "over seeds; the dashed line is the fully supervised model."),
+    "per_class.png": (plot_per_class, "Dice per class on the {held_out} cases, mean ± standard deviation over seeds."),
     "training_curves.png": (plot_training_curves,
                             "Left: what each trainer minimises, per epoch. Two-student trainers add both students' "
                             "supervised losses, so compare the shapes of the curves, not their levels. Right: "
@@ -238,7 +244,7 @@ def write_report(results_file: str, output_folder: str) -> str:
     os.makedirs(output_folder, exist_ok=True)
     for filename, (plot, _) in PICTURES.items():
         plot(results, os.path.join(output_folder, filename))
-    protocol = results["protocol"]
+    protocol, held_out = results["protocol"], _held_out(results)
     budget = protocol["budget"]
     finished = len(results["runs"])
     superseded = len(results.get("superseded", {}))
@@ -248,18 +254,19 @@ def write_report(results_file: str, output_folder: str) -> str:
         protocol.get("description", ""), "",
         f"{finished} finished runs{left_out}; every trainer trained for {budget['num_epochs']} × "
         f"{budget['iterations_per_epoch']} steps on fold `all` of its labeled cases and predicted the "
-        f"{next(iter(results['runs'].values()))['num_test']} test cases from `checkpoint_final.pth`. "
-        f"Test Dice from nnU-Net's evaluation; mean ± sample standard deviation over seeds. Gap closed: "
+        f"{next(iter(results['runs'].values()))['num_test']} {held_out} cases from `checkpoint_final.pth`. "
+        f"Dice on them from nnU-Net's evaluation; mean ± sample standard deviation over seeds. Gap closed: "
         f"(method − {LABELED_ONLY_TRAINER}) / ({UPPER_BOUND} − {LABELED_ONLY_TRAINER}) at the same labeled cases."
         + (STUDENT_A_NOTE if any("student_a" in run for run in results["runs"].values()) else ""),
         "", dice_table(results), "",
         "## Case by case against the labeled-only baseline", "",
-        f"Per test case: the method's Dice (mean over classes) minus {LABELED_ONLY_TRAINER}'s at the same labeled "
-        f"cases, averaged over the seeds both were trained with; the Wilcoxon signed-rank test asks whether these "
-        f"differences are centred on zero. It captures test-case variation, not training-seed variation (the "
+        f"Per {held_out} case: the method's Dice (mean over classes) minus {LABELED_ONLY_TRAINER}'s at the same "
+        f"labeled cases, averaged over the seeds both were trained with; the Wilcoxon signed-rank test asks whether these "
+        f"differences are centred on zero. It captures case-to-case variation, not training-seed variation (the "
         f"± above does).", "", paired_table(results), "",
         "## Cost per training step", "", cost_table(results), "",
-        "## Pictures", "", *[f"![{name[:-4]}]({name})\n\n{caption}\n" for name, (_, caption) in PICTURES.items()]])
+        "## Pictures", "", *[f"![{name[:-4]}]({name})\n\n{caption.format(held_out=held_out)}\n"
+                            for name, (_, caption) in PICTURES.items()]])
     report = os.path.join(output_folder, "report.md")
     with open(report, "w") as f:
         f.write(text)

@@ -274,8 +274,8 @@ class BenchmarkRunner:
                 self.results["runs"][run.name] = self.run_one(run)
                 save_results(self.results, self.results_file)
                 entry = self.results["runs"][run.name]
-                self.say(f"run {number}/{len(runs)} finished: mean test Dice {entry['mean_dice']:.4f} "
-                         f"({_format_duration(entry['train_seconds'])} training)")
+                self.say(f"run {number}/{len(runs)} finished: mean {self.protocol.held_out} Dice "
+                         f"{entry['mean_dice']:.4f} ({_format_duration(entry['train_seconds'])} training)")
             left = [run for run in runs if run.name not in self.results["runs"]]
             self.say(f"{len(runs) - len(left)} of {len(runs)} runs finished; results in {self.results_file}"
                      + (f"; {len(left)} left (not selected)" if left else ""))
@@ -379,7 +379,7 @@ class BenchmarkRunner:
             started = self.epochs_started(run) if entry is None else None
             in_progress = running is not None and running["run"] == run.name
             if entry is not None and changed is None:
-                state = f"finished, mean test Dice {entry['mean_dice']:.4f}"
+                state = f"finished, mean {self.protocol.held_out} Dice {entry['mean_dice']:.4f}"
             elif entry is not None:
                 state = f"finished under other method settings ({changed}): will be trained again"
             elif isdir(self.run_folder(run)) and isfile(self._final_checkpoint(run)):
@@ -415,7 +415,7 @@ class BenchmarkRunner:
         model_folder = self.model_folder(run)
         train_seconds = self._train(run, environment, model_folder)
         start = time.time()
-        self.say("  predicting and evaluating the test split")
+        self.say(f"  predicting and evaluating the {self.protocol.held_out} split")
         predictions = self._predict_and_evaluate(run, environment, run.trainer, join(self.run_folder(run),
                                                                                      "predictions"))
         entry = self._collect(run, model_folder, predictions, train_seconds, time.time() - start)
@@ -434,7 +434,7 @@ class BenchmarkRunner:
         checkpoint = torch.load(self._final_checkpoint(run), map_location="cpu", weights_only=False)
         if len(checkpoint.get("micd", {}).get("students", [])) != 2:
             return None
-        self.say("  predicting and evaluating the test split with student A alone")
+        self.say(f"  predicting and evaluating the {self.protocol.held_out} split with student A alone")
         folder = join(self.run_folder(run), "student_a")
         results_root = join(folder, "nnUNet_results")
         run_command(self.micd_command("export-plain", "-i", os.path.dirname(self.model_folder(run)), "-o",

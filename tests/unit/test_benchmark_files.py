@@ -46,6 +46,7 @@ def test_builtin_protocol_loads_and_runs_the_headline_first():
     ({"budget": {"num_epochs": 1}}, "budget must give positive integers"),
     ({"source": {"zip": "x"}}, "source must be one of"),
     ({"extra": 1}, "unknown key 'extra'"),
+    ({"held_out": "val"}, "held_out must be one of"),
     ({"runs": [{"trainers": ["nnUNetTrainerMICD"], "labeled": ["all"], "seeds": [0]}]}, "need unlabeled cases"),
     ({"runs": [{"trainers": ["nnUNetTrainerMICD"], "labeled": [0], "seeds": [0]}]}, "positive integers"),
     ({"runs": [{"trainers": ["nnUNetTrainerBudget"], "labeled": ["all"], "seeds": [0]}]}, "labeled count below"),
@@ -221,6 +222,20 @@ def test_report_leaves_superseded_runs_out_and_says_so(tmp_path):
     report = open(write_report(str(tmp_path / "results.json"), str(tmp_path / "report"))).read()
     assert "2 finished runs (1 trained under earlier method defaults left out)" in report
     assert "0.8200" in report and "0.1230" not in report
+    assert "the 2 test cases" in report and "Mean test Dice against" in report
+
+
+def test_a_tuning_protocol_calls_its_held_out_cases_validation_cases(tmp_path):
+    from nnunetv2_micd.benchmark.report import write_report
+    protocol = load_protocol("hippocampus_cpu_tuning")[0]
+    assert protocol.held_out == "validation"
+    results = _results(_run(mean_dice=0.8), _run("nnUNetTrainerMICD", mean_dice=0.82))
+    results["protocol"] = protocol.values
+    save_results(results, str(tmp_path / "results.json"))
+    report = open(write_report(str(tmp_path / "results.json"), str(tmp_path / "report"))).read()
+    assert "the 2 validation cases" in report and "Per validation case" in report
+    assert "Mean validation Dice against" in report and "Dice per class on the validation cases" in report
+    assert " test case" not in report and "test Dice" not in report
 
 
 def _with_cases(run, seed, cases):
