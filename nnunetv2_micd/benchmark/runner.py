@@ -459,7 +459,7 @@ class BenchmarkRunner:
             command.append("--c")
             self.say("  continuing the interrupted training from its last checkpoint")
         epochs = self.protocol.budget["num_epochs"]
-        start, first_epoch = time.time(), [None]
+        start, first_epoch = time.time(), {}
 
         def show_progress(line: str) -> None:
             match = EPOCH_LINE.search(line)
@@ -468,10 +468,10 @@ class BenchmarkRunner:
             # kept up to date, so that a run killed with the benchmark still counts its time
             save_json({"seconds": spent + time.time() - start}, timing_file)
             epoch = int(match.group(1))
-            if first_epoch[0] is None:
-                first_epoch[0] = epoch
-            done = epoch - first_epoch[0]
-            left = (time.time() - start) / done * (epochs - epoch) if done else None
+            first_epoch.setdefault("epoch", epoch)
+            first_epoch.setdefault("time", time.time())  # the time per epoch leaves nnUNetv2_train's start-up out
+            done = epoch - first_epoch["epoch"]
+            left = (time.time() - first_epoch["time"]) / done * (epochs - epoch) if done else None
             self.say(f"  epoch {epoch + 1}/{epochs}, run time left {_format_duration(left)}")
 
         try:

@@ -1,6 +1,7 @@
 """``micd benchmark`` and ``micd report`` end to end on a tiny synthetic protocol, including an interruption."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -145,6 +146,7 @@ def test_an_interrupted_benchmark_continues_where_it_stopped(finished_benchmark)
     for name in finished_benchmark["finished_before"]:
         assert after["runs"][name] == before["runs"][name]  # skipped, not redone
     assert "continuing the interrupted training from its last checkpoint" in finished_benchmark["output"]
+    assert re.search(r"epoch 3/3, run time left \d+:\d\d:\d\d\n", finished_benchmark["output"])  # progress shown
     log = (finished_benchmark["work"] / "runs" / finished_benchmark["interrupted"] / "train.log").read_text()
     assert log.count("Epoch 0\n") == 1  # the second attempt started from the checkpoint, not from epoch 0
 
