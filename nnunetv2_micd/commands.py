@@ -2,18 +2,18 @@
 import subprocess
 import sys
 from collections import deque
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 
 def run_command(command: List[str], environment: Dict[str, str], log_file: Optional[str] = None,
-                on_line: Optional[Callable[[str], None]] = None) -> None:
-    """Runs ``command``, passing every output line to ``on_line`` and appending it to ``log_file``. On failure the
-    last lines are printed and a RuntimeError names the command."""
+                on_line: Optional[Callable[[str], None]] = None, pass_fds: Sequence[int] = ()) -> None:
+    """Runs ``command``, passing every output line to ``on_line`` and appending it to ``log_file``; ``pass_fds``
+    stay open in the command. On failure the last lines are printed and a RuntimeError names the command."""
     recent = deque(maxlen=40)
     log = open(log_file, "a") if log_file is not None else None
     try:
         with subprocess.Popen(command, env={**environment, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) as process:
+                              stderr=subprocess.STDOUT, text=True, pass_fds=pass_fds) as process:
             for line in process.stdout:
                 recent.append(line)
                 if log is not None:

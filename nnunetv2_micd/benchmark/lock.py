@@ -2,11 +2,14 @@
 
 The lock is an exclusive POSIX file lock on ``<work>/benchmark.lock``. The operating system releases it when the
 process ends, however it ends, so an interrupted benchmark never leaves a stale lock behind. While held, the file
-names the holder's process and the run it is working on, which ``micd benchmark --status`` reports.
+names the holder's process and the run it is working on, which ``micd benchmark --status`` reports. A training
+started under the lock inherits it (:meth:`WorkFolderLock.fileno`), so a benchmark killed alone does not free the
+folder while its ``nnUNetv2_train`` still writes checkpoints there.
 """
 import fcntl
 import json
 import os
+import time
 from typing import Optional
 
 from batchgenerators.utilities.file_and_folder_operations import isfile, join
@@ -25,16 +28,24 @@ class WorkFolderLock:
 
     def __enter__(self) -> "WorkFolderLock":
         lock_file = open(self.path, "a+")
-        try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        for _ in range(10):  # ``--status`` takes the lock for an instant to see whether it is free
+            try:
+                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                time.sleep(0.1)
+        else:
             lock_file.close()
             holder = running_benchmark(os.path.dirname(self.path)) or {}
-            raise WorkFolderBusy(f"another micd benchmark (process {holder.get('pid', '?')}) is running in "
+            raise WorkFolderBusy(f"another micd benchmark (process {holder.get('pid') or '?'}) is running in "
                                  f"{os.path.dirname(self.path)}; wait for it, or stop it, before starting one there")
         self._file = lock_file
         self.working_on(None)
         return self
+
+    def fileno(self) -> int:
+        """For ``subprocess.Popen(pass_fds=...)``: a child holding it keeps the folder locked until it ends."""
+        return self._file.fileno()
 
     def working_on(self, run_name: Optional[str]) -> None:
         self._file.seek(0)
@@ -57,6 +68,8 @@ def running_benchmark(work_folder: str) -> Optional[dict]:
         try:
             fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            content = lock_file.read()
-            return json.loads(content) if content else {"pid": None, "run": None}  # held, still being written
+            try:
+                return json.loads(lock_file.read())
+            except ValueError:  # being written
+                return {"pid": None, "run": None}
     return None

@@ -31,8 +31,9 @@ the current directory.
 Every labeled count gets its own dataset (``first_dataset_id`` upwards, in increasing order, ``"all"`` last: every
 non-test case labeled, the fully supervised upper bound), all made from one seeded split so that labeled sets are
 nested and the test cases are the same. Runs are expanded group by group (seeds, then labeled counts, then
-trainers) and executed in that order, so the runs that give evidence early go first. ``"held_out": "validation"``
-names the held-out cases in logs and reports of a protocol that chooses hyper-parameters (default ``"test"``).
+trainers) and executed in that order, so the runs that give evidence early go first. ``test_cases`` is the number of
+held-out cases; ``"held_out": "validation"`` names them so in logs and reports of a protocol that chooses
+hyper-parameters (default ``"test"``).
 """
 import json
 import os

@@ -7,7 +7,7 @@
   better than a difference of means;
 - ``label_efficiency.png``: mean Dice against the number of labeled cases, one line per method;
 - ``per_class.png``: Dice per class and method at every labeled count;
-- ``training_curves.png``: training loss and nnU-Net's validation pseudo-Dice per epoch.
+- ``training_curves.png``: training loss and nnU-Net's pseudo-Dice (on the labeled training cases) per epoch.
 """
 import os
 from collections import defaultdict
@@ -215,7 +215,7 @@ def plot_training_curves(results: dict, filename: str) -> None:
         loss_ax.plot(run["curves"]["train_losses"], label=label, linewidth=1)
         dice_ax.plot(run["curves"]["ema_fg_dice"], label=label, linewidth=1)
     loss_ax.set_ylabel("training loss (supervised + weighted unsupervised)")
-    dice_ax.set_ylabel("validation pseudo-Dice (EMA)")
+    dice_ax.set_ylabel("nnU-Net's pseudo-Dice (EMA), labeled training cases")
     for ax in (loss_ax, dice_ax):
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -231,8 +231,8 @@ PICTURES = {
     "training_curves.png": (plot_training_curves,
                             "Left: what each trainer minimises, per epoch. Two-student trainers add both students' "
                             "supervised losses, so compare the shapes of the curves, not their levels. Right: "
-                            "nnU-Net's pseudo-Dice on the fold's validation cases; with fold `all` these are the "
-                            "labeled training cases, so it shows convergence, not generalisation."),
+                            "nnU-Net's pseudo-Dice on the cases it checks each epoch; with fold `all` these are "
+                            "the labeled training cases, so it shows convergence, not generalisation."),
 }
 
 

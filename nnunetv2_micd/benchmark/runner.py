@@ -77,6 +77,7 @@ class BenchmarkRunner:
             self.environment.pop(variable, None)  # the protocol alone decides
         self.results_file = join(self.work, RESULTS_FILE)
         self.results: Optional[dict] = None
+        self.lock: Optional[WorkFolderLock] = None  # held by run_all
 
     # ------------------------------------------------------------------ output
     def say(self, message: str) -> None:
@@ -109,10 +110,10 @@ class BenchmarkRunner:
         self._check_nested_splits()
         if isfile(self.results_file):
             self.results = load_results(self.results_file)
-            self._refuse_other_protocol(self.results["protocol"])
+            self._refuse_other_protocol(self.results["protocol"])  # and records the protocol as it is now
         else:
             self.results = empty_results(self.protocol.values, self._labels())
-            save_results(self.results, self.results_file)
+        save_results(self.results, self.results_file)
 
     def _import_source(self) -> None:
         source_id = self.protocol.values["source_dataset_id"]
@@ -189,7 +190,7 @@ class BenchmarkRunner:
                                     f"cases (made for another protocol?); use another work folder")
         for smaller, larger in zip(splits, splits[1:]):
             if smaller["test"] != larger["test"] or not set(smaller["labeled"]) <= set(larger["labeled"]):
-                raise ProtocolError(f"the datasets in {self.raw} are not nested splits with one test split; "
+                raise ProtocolError(f"the datasets in {self.raw} are not nested splits with one held-out split; "
                                     f"remove them and run again")
 
     def _labels(self) -> Dict[str, str]:
@@ -252,7 +253,7 @@ class BenchmarkRunner:
         names, or trainer__tag)."""
         selected = self._select(only)
         maybe_mkdir_p(self.work)
-        with WorkFolderLock(self.work) as lock:
+        with WorkFolderLock(self.work) as self.lock:
             self.prepare()
             if "cost" not in self.results:
                 self.measure_cost()
@@ -270,7 +271,7 @@ class BenchmarkRunner:
                 unfinished = [r for r in runs if r.name not in self.results["runs"]]
                 self.say(f"run {number}/{len(runs)}: {run.describe()} (protocol time left: "
                          f"{_format_duration(self.estimated_seconds_left(unfinished))})")
-                lock.working_on(run.name)
+                self.lock.working_on(run.name)
                 self.results["runs"][run.name] = self.run_one(run)
                 save_results(self.results, self.results_file)
                 entry = self.results["runs"][run.name]
@@ -371,7 +372,7 @@ class BenchmarkRunner:
             self.results = {"runs": {}}
         running = running_benchmark(self.work)
         lines, to_do = [f"protocol {self.protocol.name}, work folder {self.work}: "
-                        + (f"a benchmark is running here (process {running['pid']})" if running else
+                        + (f"a benchmark is running here (process {running['pid'] or '?'})" if running else
                            "no benchmark is running here")], []
         for number, run in enumerate(runs, start=1):
             entry = self.results["runs"].get(run.name)
@@ -387,6 +388,8 @@ class BenchmarkRunner:
             elif started is not None:
                 state = f"training reached epoch {started + 1}/{self.protocol.budget['num_epochs']}" + (
                     ", running" if in_progress else ", interrupted: a restart continues there")
+            elif in_progress:
+                state = "starting"
             else:
                 state = "not started"
             if entry is None or changed is not None:
@@ -475,7 +478,8 @@ class BenchmarkRunner:
             self.say(f"  epoch {epoch + 1}/{epochs}, run time left {_format_duration(left)}")
 
         try:
-            run_command(command, environment, join(self.run_folder(run), "train.log"), show_progress)
+            run_command(command, environment, join(self.run_folder(run), "train.log"), show_progress,
+                        pass_fds=(self.lock.fileno(),))  # the folder stays locked while this training runs
         finally:
             save_json({"seconds": spent + time.time() - start}, timing_file)
         return spent + time.time() - start

@@ -2,6 +2,8 @@
 import copy
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -236,6 +238,7 @@ def test_a_tuning_protocol_calls_its_held_out_cases_validation_cases(tmp_path):
     assert "the 2 validation cases" in report and "Per validation case" in report
     assert "Mean validation Dice against" in report and "Dice per class on the validation cases" in report
     assert " test case" not in report and "test Dice" not in report
+    assert "validation cases; with fold `all`" not in report  # nnU-Net's own per-epoch check is not the held-out one
 
 
 def _with_cases(run, seed, cases):
@@ -397,23 +400,40 @@ def test_one_benchmark_at_a_time_per_work_folder_and_status_names_its_run(tmp_pa
     runner = _runner(tmp_path, [{"trainers": ["nnUNetTrainerBudget"], "labeled": [10], "seeds": [0, 1]}])
     work = tmp_path / "work"
     (work / "nnUNet_raw" / f"Dataset{runner.protocol.values['source_dataset_id']:03d}_Hippocampus").mkdir(parents=True)
-    for run in runner.protocol.runs:
-        (work / "runs" / run.name).mkdir(parents=True)
-        (work / "runs" / run.name / "train.log").write_text("2026-11-26 09:00:00: Epoch 2\n")
     first, second = runner.protocol.runs
+    for run in (first, second):
+        (work / "runs" / run.name).mkdir(parents=True)
+    (work / "runs" / first.name / "train.log").write_text("2026-11-26 09:00:00: Epoch 2\n")
+    epochs = runner.protocol.budget["num_epochs"]
 
     with WorkFolderLock(str(work)) as lock:
         lock.working_on(second.name)
         assert running_benchmark(str(work)) == {"pid": os.getpid(), "run": second.name}
+        starting = runner.status()
+        (work / "runs" / second.name / "train.log").write_text("2026-11-26 09:00:00: Epoch 2\n")
         lines = runner.status()
         with pytest.raises(SystemExit):  # a second benchmark in the same folder is refused before it does anything
             main(["benchmark", str(tmp_path / "protocol.json"), "-o", str(work)])
         assert f"another micd benchmark (process {os.getpid()}) is running in {work}" in capsys.readouterr().err
         assert not (work / "nnUNet_preprocessed").exists()
+        # a training started under the lock keeps the folder locked, even once the benchmark itself is gone
+        training = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], pass_fds=(lock.fileno(),))
 
+    assert starting[2].endswith(": starting")
     assert lines[0].endswith(f": a benchmark is running here (process {os.getpid()})")
-    epochs = runner.protocol.budget["num_epochs"]
     assert lines[1].endswith(f"training reached epoch 3/{epochs}, interrupted: a restart continues there")
     assert lines[2].endswith(f"training reached epoch 3/{epochs}, running")
-    assert running_benchmark(str(work)) is None  # released on exit
+    assert running_benchmark(str(work)) is not None
+    training.kill()
+    training.wait()
+    assert running_benchmark(str(work)) is None  # released once the last holder is gone
     assert runner.status()[2].endswith(", interrupted: a restart continues there")
+
+
+def test_a_lock_being_written_is_read_as_held_by_an_unknown_process(tmp_path):
+    from nnunetv2_micd.benchmark.lock import WorkFolderLock, running_benchmark
+    with WorkFolderLock(str(tmp_path)) as lock:
+        (tmp_path / "benchmark.lock").write_text('{"pid": 12')  # caught half-way through working_on
+        assert running_benchmark(str(tmp_path)) == {"pid": None, "run": None}
+        lock.working_on("run")
+        assert running_benchmark(str(tmp_path)) == {"pid": os.getpid(), "run": "run"}
