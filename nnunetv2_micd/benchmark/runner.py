@@ -258,7 +258,7 @@ class BenchmarkRunner:
             if "cost" not in self.results:
                 self.measure_cost()
             self._supersede_stale_runs()
-            self._add_missing_student_a()
+            self._add_missing_student_a(selected)
             runs = self.protocol.runs
             done = [run for run in runs if run.name in self.results["runs"]]
             self.say(f"protocol {self.protocol.name}: {len(runs)} runs, {len(done)} already finished, "
@@ -401,10 +401,10 @@ class BenchmarkRunner:
                         f"{join(self.work, 'superseded')}" if self.results.get("superseded") else ""))
         return lines
 
-    def _add_missing_student_a(self) -> None:
-        """Student A alone for finished two-student runs that were recorded without it (and still have their
-        model): a prediction, no training."""
-        for run in self.protocol.runs:
+    def _add_missing_student_a(self, selected: List[RunSpec]) -> None:
+        """Student A alone for the selected finished two-student runs that were recorded without it (and still
+        have their model): a prediction, no training."""
+        for run in selected:
             entry = self.results["runs"].get(run.name)
             if entry is None or "student_a" in entry or not isfile(self._final_checkpoint(run)):
                 continue

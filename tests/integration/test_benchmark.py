@@ -177,8 +177,11 @@ def test_student_a_is_added_to_a_finished_run_recorded_without_it(finished_bench
     results = json.loads(results_file.read_text())
     del results["runs"]["nnUNetTrainerCPS__labeled2__seed0"]["student_a"]
     results_file.write_text(json.dumps(results))
-    result = micd("benchmark", protocol_file, "-o", finished_benchmark["work"], env={**os.environ,
-                                                                                    "nnUNet_n_proc_DA": "0"})
+    environment = {**os.environ, "nnUNet_n_proc_DA": "0"}
+    other_runs_only = micd("benchmark", protocol_file, "-o", finished_benchmark["work"], "--only",
+                           "nnUNetTrainerBudget", env=environment)
+    assert "with student A alone" not in other_runs_only.stdout  # --only: the other runs wait
+    result = micd("benchmark", protocol_file, "-o", finished_benchmark["work"], env=environment)
     assert result.stdout.count("with student A alone") == 1 and "finished: mean test Dice" not in result.stdout
     assert load_results(str(results_file)) == finished_benchmark["results"]  # the same prediction again
 
