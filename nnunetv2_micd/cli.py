@@ -5,6 +5,9 @@ import os
 import sys
 from typing import List, Optional
 
+from nnunetv2_micd.benchmark.lock import WorkFolderBusy
+from nnunetv2_micd.commands import CommandFailed
+
 
 def trainer_path() -> str:
     """The folder that nnUNet_extTrainer must point to (shipped inside the installed package)."""
@@ -215,8 +218,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
-        # bad input is the user's to fix: say what is wrong, without a traceback
+    except (ValueError, FileNotFoundError, FileExistsError, CommandFailed, WorkFolderBusy) as e:
+        # bad input is the user's to fix: say what is wrong, without a traceback (a program error keeps its own)
         print(f"micd {args.command}: error: {e}", file=sys.stderr)
         sys.exit(1)
 

@@ -5,10 +5,14 @@ from collections import deque
 from typing import Callable, Dict, List, Optional, Sequence
 
 
+class CommandFailed(RuntimeError):
+    """One of nnU-Net's commands exited with an error; its output says why."""
+
+
 def run_command(command: List[str], environment: Dict[str, str], log_file: Optional[str] = None,
                 on_line: Optional[Callable[[str], None]] = None, pass_fds: Sequence[int] = ()) -> None:
     """Runs ``command``, passing every output line to ``on_line`` and appending it to ``log_file``; ``pass_fds``
-    stay open in the command. On failure the last lines are printed and a RuntimeError names the command."""
+    stay open in the command. On failure the last lines are printed and :class:`CommandFailed` names the command."""
     recent = deque(maxlen=40)
     log = open(log_file, "a") if log_file is not None else None
     try:
@@ -27,4 +31,4 @@ def run_command(command: List[str], environment: Dict[str, str], log_file: Optio
     if process.returncode != 0:
         sys.stdout.writelines(recent)
         where = f" (full output: {log_file})" if log_file is not None else ""
-        raise RuntimeError(f"{' '.join(command)} failed with exit code {process.returncode}{where}")
+        raise CommandFailed(f"{' '.join(command)} failed with exit code {process.returncode}{where}")

@@ -21,6 +21,18 @@ class ConfigError(ValueError):
     """A configuration that must not start a training."""
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)  # JSON true is not a weight
+
+
+def _is_positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+#: what a field of each annotated type must hold
+FIELD_TYPES = {float: ("a number", _is_number), str: ("a string", lambda value: isinstance(value, str))}
+
+
 @dataclass(frozen=True)
 class SemiSupervisedConfig:
     """What every semi-supervised trainer of this package shares, so that methods compare at equal settings."""
@@ -34,15 +46,19 @@ class SemiSupervisedConfig:
     unlabeled_batch_size: Optional[int] = None
 
     def __post_init__(self):
-        problems = self.problems()
+        problems = self.type_problems() or self.problems()
         if problems:
             raise ConfigError(f"invalid {self.__class__.__name__}: " + "; ".join(problems))
+
+    def type_problems(self) -> List[str]:
+        """Numbers and names given as another JSON type (the value checks of :meth:`problems` need the types)."""
+        return [f"{f.name} must be {FIELD_TYPES[f.type][0]}, got {getattr(self, f.name)!r}" for f in fields(self)
+                if f.type in FIELD_TYPES and not FIELD_TYPES[f.type][1](getattr(self, f.name))]
 
     def problems(self) -> List[str]:
         problems = [] if self.lambda_max >= 0 else [f"lambda_max must be >= 0, got {self.lambda_max}"]
         problems += _fraction_problems(self, ("rampup_fraction", "ema_decay"))
-        if self.unlabeled_batch_size is not None and not (
-                isinstance(self.unlabeled_batch_size, int) and self.unlabeled_batch_size >= 1):
+        if self.unlabeled_batch_size is not None and not _is_positive_int(self.unlabeled_batch_size):
             problems.append(f"unlabeled_batch_size must be null or a positive integer, "
                             f"got {self.unlabeled_batch_size!r}")
         return problems
@@ -134,7 +150,7 @@ class MICDConfig(SemiSupervisedConfig):
                 problems.append(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.mask_block_size is not None and (
                 not isinstance(self.mask_block_size, (tuple, list)) or
-                not all(isinstance(b, int) and b >= 1 for b in self.mask_block_size)):
+                not all(_is_positive_int(b) for b in self.mask_block_size)):
             problems.append(f"mask_block_size must be null or a list of positive integers, "
                             f"got {self.mask_block_size!r}")
         return problems

@@ -23,8 +23,10 @@ class MICDLocalLogger(LocalLogger):
             self.my_fantastic_logging[key] = []
 
     def load_checkpoint(self, checkpoint: dict):
-        # runs started before a key existed still resume
-        super().load_checkpoint({**{key: [] for key in self.method_keys}, **checkpoint})
+        # runs started before a key existed still resume; NaN for their earlier epochs keeps every list one value
+        # per epoch (nnU-Net's progress.png plots as many epochs as its shortest list has)
+        epochs = len(checkpoint["train_losses"])
+        super().load_checkpoint({**{key: [float("nan")] * epochs for key in self.method_keys}, **checkpoint})
 
     def plot_method_png(self, output_folder: str) -> None:
         epochs = min(len(self.my_fantastic_logging[key]) for key in self.method_keys)
@@ -33,11 +35,13 @@ class MICDLocalLogger(LocalLogger):
 
     def _plot(self, x, epochs: int, filename: str) -> None:
         logged = self.my_fantastic_logging
-        panels = [[key for key in self.method_keys if key.startswith("loss_")], ["unsupervised_weight"],
+        panels = [[key for key in self.method_keys if key.startswith("loss_")],
+                  [key for key in self.method_keys if key == "unsupervised_weight"],
                   [key for key in self.method_keys if key == "disagreement"]]
         labels = ["loss (unweighted)", "λ(t) at epoch end", "branch disagreement\n(unlabeled voxels)"]
         panels, labels = zip(*[(keys, label) for keys, label in zip(panels, labels) if keys])
-        fig, axes = plt.subplots(len(panels), 1, figsize=(12, 4.7 * len(panels)))
+        fig, axes = plt.subplots(len(panels), 1, figsize=(12, 4.7 * len(panels)), squeeze=False)
+        axes = axes[:, 0]
         for ax, keys, label in zip(axes, panels, labels):
             for key in keys:
                 ax.plot(x, logged[key][:epochs], label=key, linewidth=2)

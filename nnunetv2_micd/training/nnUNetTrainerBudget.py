@@ -42,10 +42,16 @@ class nnUNetTrainerBudget(nnUNetTrainer):
     def save_checkpoint(self, filename: str) -> None:
         """nnU-Net's checkpoint, written to a temporary file and renamed: a crash while saving leaves the previous
         checkpoint intact."""
+        if self.local_rank != 0 or self.disable_checkpointing:
+            # nnU-Net writes nothing here; a rank that renamed rank 0's half-written file would break its save
+            return super().save_checkpoint(filename)
         temporary = filename + ".tmp"
-        super().save_checkpoint(temporary)
-        if os.path.isfile(temporary):  # nnU-Net writes nothing on other ranks or with checkpointing disabled
-            os.replace(temporary, filename)
+        self.write_checkpoint(temporary)
+        os.replace(temporary, filename)
+
+    def write_checkpoint(self, filename: str) -> None:
+        """What a checkpoint holds: nnU-Net's."""
+        super().save_checkpoint(filename)
 
     def on_train_start(self):
         super().on_train_start()

@@ -53,6 +53,10 @@ class nnUNetTrainerMICD(nnUNetTrainerSemiSupervised):
         return self.dual_network.branches
 
     def initialize(self):
+        block_size, patch_size = self.method_config.mask_block_size, self.configuration_manager.patch_size
+        if block_size is not None and len(block_size) != len(patch_size):
+            raise ConfigError(f"mask_block_size {list(block_size)} does not match the {len(patch_size)}D patches "
+                              f"of configuration {self.configuration_name}")
         super().initialize()
         network = self.dual_network
         network.use_branch_b.fill_(self.method_config.inference_mode != "student_a")
@@ -69,8 +73,6 @@ class nnUNetTrainerMICD(nnUNetTrainerSemiSupervised):
     def _block_mask(self, x: torch.Tensor) -> torch.Tensor:
         spatial = x.shape[2:]
         block_size = self.method_config.mask_block_size or default_block_size(spatial)
-        if len(block_size) != len(spatial):
-            raise ConfigError(f"mask_block_size {block_size} does not match the {len(spatial)}D patches")
         return random_block_mask(x.shape[0], spatial, block_size, self.method_config.mask_ratio, device=x.device)
 
     def compute_losses(self, data: torch.Tensor, target, unlabeled: torch.Tensor) -> Dict[str, torch.Tensor]:

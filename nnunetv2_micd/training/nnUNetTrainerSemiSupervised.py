@@ -6,7 +6,6 @@ the unlabeled loader (same patch size and augmentation), the ramp-up of the unsu
 one training step (autocast, one grad scaler, gradient clipping per student, a non-finite-loss stop) and
 checkpoints that carry the method's training state. A method implements :meth:`compute_losses`.
 """
-import os
 from typing import Dict, List, Tuple, Union
 
 import numpy as np
@@ -59,6 +58,7 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainerBudget):
         self.teachers: List[nn.Module] = []
         self.optimizer_step = 0
         self.dataloader_unlabeled = None
+        self.resumed_config = None  # the effective configuration of a loaded checkpoint
 
     def _refuse_unsupported_modes(self) -> None:
         unsupported = [name for name, present in (("region-based training", self.label_manager.has_regions),
@@ -73,8 +73,6 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainerBudget):
     def initialize(self):
         """nnU-Net's, except that the DistributedDataParallel wrapper is made here: nnU-Net gives it CUDA device
         ids, which a CPU (gloo) process group cannot take. Batch split and loss are nnU-Net's."""
-        if self.was_initialized:
-            return
         distributed, self.is_ddp = self.is_ddp, False
         try:
             super().initialize()
@@ -100,8 +98,14 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainerBudget):
 
     # ------------------------------------------------------------------ data
     def on_train_start(self):
-        self._check_unlabeled_data()  # before any worker starts
+        if self.resumed_config is not None:  # before any worker starts
+            self._refuse_changed_config(self.resumed_config)
+        self._check_unlabeled_data()
         super().on_train_start()
+        if self.optimizer_step == 0:
+            # nnUNetv2_train -pretrained_weights loads them into the students after initialize() made the teachers
+            for teacher, student in zip(self.teachers, self.students):
+                teacher.load_state_dict(student.state_dict())
         self.print_to_log_file(f"{self.config_class.__name__}:", self.method_config.to_dict(), add_timestamp=False)
 
     @property
@@ -202,9 +206,9 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainerBudget):
                       f"{torch.cuda.max_memory_allocated(self.device) / 2 ** 30:.1f} GiB")
         return (f"out of memory at optimizer step {self.optimizer_step}: {data.shape[0]} labeled + "
                 f"{unlabeled.shape[0]} unlabeled patches of {tuple(data.shape[2:])} voxels through "
-                f"{len(self.students)} student(s), with {len(self.teachers)} teacher(s){in_use}. Lower "
-                f"unlabeled_batch_size in MICD_CONFIG, or train with smaller plans (a smaller batch or "
-                f"nnUNetv2_plan_experiment -gpu_memory_target), then continue with --c.")
+                f"{len(self.students)} student(s), with {len(self.teachers)} teacher(s){in_use}. Start a new training "
+                f"with a lower unlabeled_batch_size in MICD_CONFIG or with smaller plans (a smaller batch, or "
+                f"nnUNetv2_plan_experiment -gpu_memory_target); --c continues only with the same settings.")
 
     def _refuse_non_finite(self, losses: Dict[str, torch.Tensor]) -> None:
         """Stops before a non-finite loss reaches the weights (one host sync per step)."""
@@ -214,7 +218,8 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainerBudget):
         raise FloatingPointError(
             f"non-finite loss at optimizer step {self.optimizer_step} (epoch {self.current_epoch}) in "
             f"{', '.join(terms) or 'the weighted sum'}; the weights were not updated. Continue from the last "
-            f"checkpoint with --c, or lower lambda_max or the learning rate if it happens again.")
+            f"checkpoint with --c (with new patches); if it happens again, start a new training with a lower "
+            f"lambda_max in MICD_CONFIG.")
 
     def on_train_epoch_end(self, train_outputs: List[dict]):
         super().on_train_epoch_end(train_outputs)
@@ -243,15 +248,9 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainerBudget):
     def load_method_state(self, state: dict) -> None:
         pass
 
-    def save_checkpoint(self, filename: str) -> None:
+    def write_checkpoint(self, filename: str) -> None:
         """nnU-Net's checkpoint keys (what its predictor and --c read) plus the method's training state under
-        ``micd``, written to a temporary file and renamed, so a crash while saving leaves the previous checkpoint
-        intact."""
-        if self.local_rank != 0:
-            return
-        if self.disable_checkpointing:
-            self.print_to_log_file("No checkpoint written, checkpointing is disabled")
-            return
+        ``micd``."""
         checkpoint = {
             "network_weights": self.inference_weights(),
             "optimizer_state": self.optimizer.state_dict(),
@@ -270,17 +269,17 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainerBudget):
                 **self.method_state(),
             },
         }
-        temporary = filename + ".tmp"
-        torch.save(checkpoint, temporary)
-        os.replace(temporary, filename)
+        torch.save(checkpoint, filename)
 
     def load_checkpoint(self, filename_or_checkpoint: Union[dict, str]) -> None:
         if not isinstance(filename_or_checkpoint, str):
             raise TypeError(f"{self.__class__.__name__} checkpoints are loaded from their file path")
-        state = torch.load(filename_or_checkpoint, map_location=self.device, weights_only=False).get("micd")
+        # on the CPU: nnU-Net loads the file once more onto the device
+        state = torch.load(filename_or_checkpoint, map_location="cpu", weights_only=False).get("micd")
         if state is None:
             raise ConfigError(f"{filename_or_checkpoint} is not a checkpoint of {self.__class__.__name__}")
-        self._refuse_changed_config(state["config"])
+        # a continued training must keep it (checked when training starts); validating (--val) need not
+        self.resumed_config = state["config"]
         super().load_checkpoint(filename_or_checkpoint)
         for module, weights in zip((*self.students, *self.teachers), (*state["students"], *state["teachers"])):
             module.load_state_dict(weights)
@@ -298,5 +297,5 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainerBudget):
         if saved["trainer"] != current["trainer"]:
             changed.append(f"trainer: {saved['trainer']} -> {current['trainer']}")
         if changed:
-            raise ConfigError("this run was started with another configuration; resume with the same "
-                              "MICD_CONFIG and budget or start a new run. Changed: " + "; ".join(changed))
+            raise ConfigError("this run was started with another configuration; continue it with the same "
+                              "MICD_CONFIG and budget, or start a new run. Changed: " + "; ".join(changed))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-from nnunetv2.run.run_training import get_trainer_from_args
+from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
 
 from nnunetv2_micd.method.config import ConfigError
 from nnunetv2_micd.method.networks import DualBranchNetwork
@@ -109,6 +109,58 @@ def test_budget_trainer_honours_the_budget(environment):
     assert np.isfinite(_one_step(trainer)["loss"])
     output = Path(trainer.output_folder)
     assert (output / "checkpoint_final.pth").is_file() and not list(output.glob("*.tmp"))  # renamed into place
+
+
+@pytest.mark.parametrize("name", ["nnUNetTrainerBudget", "nnUNetTrainerMeanTeacher"])
+@pytest.mark.parametrize("rank, disabled", [(1, False), (0, True)])
+def test_only_rank_0_writes_checkpoints(environment, tmp_path, name, rank, disabled):
+    trainer = _trainer(environment, name)
+    trainer.initialize()
+    trainer.local_rank, trainer.disable_checkpointing = rank, disabled
+    being_written = tmp_path / "checkpoint.pth.tmp"  # by rank 0, or left by a crash
+    being_written.write_bytes(b"half a checkpoint")
+    trainer.save_checkpoint(str(tmp_path / "checkpoint.pth"))
+    assert being_written.is_file() and not (tmp_path / "checkpoint.pth").exists()
+
+
+@pytest.mark.parametrize("name", ["nnUNetTrainerMICD", "nnUNetTrainerMeanTeacher"])
+def test_pretrained_weights_reach_the_teachers(environment, tmp_path, name):
+    trainer = _trainer(environment, name)
+    trainer.initialize()
+    weights = {k: v + 0.5 if v.is_floating_point() else v for k, v in trainer.plain_network.state_dict().items()}
+    torch.save({"network_weights": weights}, tmp_path / "pretrained.pth")
+    maybe_load_checkpoint(trainer, False, False, str(tmp_path / "pretrained.pth"))  # nnUNetv2_train -pretrained_weights
+    trainer.on_train_start()
+    try:
+        assert len(trainer.teachers) == len(trainer.students) > 0
+        for teacher, student in zip(trainer.teachers, trainer.students):
+            for (key, value), reference in zip(teacher.state_dict().items(), student.state_dict().values()):
+                torch.testing.assert_close(value, reference, msg=key)
+        key = next(k for k in weights if "encoder" in k and k.endswith("weight"))
+        torch.testing.assert_close(trainer.plain_network.state_dict()[key], weights[key])
+    finally:
+        trainer.on_train_end()
+
+
+def test_a_model_validates_under_another_budget_but_does_not_continue(environment, monkeypatch):
+    trainer = _trainer(environment, "nnUNetTrainerMICD")
+    _one_step(trainer)  # writes checkpoint_final.pth
+    monkeypatch.setenv("MICD_NUM_EPOCHS", "5")
+    later = _trainer(environment, "nnUNetTrainerMICD")
+    later.load_checkpoint(str(Path(trainer.output_folder) / "checkpoint_final.pth"))  # as nnUNetv2_train --val does
+    assert later.optimizer_step == 1
+    with pytest.raises(ConfigError, match="started with another configuration.*budget.num_epochs: 2 -> 5"):
+        later.on_train_start()  # as --c does next
+
+
+def test_a_mask_block_of_another_dimension_stops_at_initialisation(environment, tmp_path, monkeypatch):
+    config = tmp_path / "config.json"
+    config.write_text('{"mask_block_size": [4, 4]}')
+    monkeypatch.setenv("MICD_CONFIG", str(config))
+    trainer = _trainer(environment, "nnUNetTrainerMICD")
+    with pytest.raises(ConfigError, match=r"mask_block_size \[4, 4\] does not match the 3D patches of configuration "
+                                          r"3d_fullres"):
+        trainer.initialize()
 
 
 def test_micd_trains_a_2d_configuration(environment):
@@ -273,5 +325,5 @@ def test_a_batch_that_does_not_fit_stops_with_the_numbers(environment, monkeypat
     monkeypatch.setattr(trainer, "compute_losses", out_of_memory)
     with pytest.raises(MemoryError, match=r"out of memory at optimizer step 0: 2 labeled \+ 2 unlabeled patches of "
                                           r"\(40, 40, 40\) voxels through 2 student\(s\), with 2 teacher\(s\)\. "
-                                          r"Lower unlabeled_batch_size"):
+                                          r"Start a new training with a lower unlabeled_batch_size"):
         _one_step(trainer)

@@ -17,6 +17,13 @@ def test_defaults_are_valid_and_round_trip():
     ({"mask_block_size": [4, 0, 4]}, "mask_block_size must be null or a list of positive integers"),
     ({"unlabeled_batch_size": 0}, "unlabeled_batch_size must be null or a positive integer"),
     ({"lambda": 1}, r"unknown MICDConfig key\(s\) \['lambda'\]"),
+    # JSON of the wrong type is named, not compared into a TypeError
+    ({"lambda_max": "0.1"}, "lambda_max must be a number, got '0.1'"),
+    ({"ema_decay": None}, "ema_decay must be a number, got None"),
+    ({"weight_cmd": True}, "weight_cmd must be a number, got True"),
+    ({"cmd_mode": 1}, "cmd_mode must be a string, got 1"),
+    ({"unlabeled_batch_size": True}, "unlabeled_batch_size must be null or a positive integer, got True"),
+    ({"mask_block_size": [4, True, 4]}, "mask_block_size must be null or a list of positive integers"),
 ])
 def test_bad_values_are_named(values, message):
     with pytest.raises(ConfigError, match=message):
