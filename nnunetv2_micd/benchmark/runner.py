@@ -116,9 +116,15 @@ class BenchmarkRunner:
         save_results(self.results, self.results_file)
 
     def _import_source(self) -> None:
+        """Both ways of importing write dataset.json last: a source folder without it is an interrupted import,
+        removed and done again."""
         source_id = self.protocol.values["source_dataset_id"]
-        if isdir(self.raw) and subdirs(self.raw, prefix=f"Dataset{source_id:03d}_"):
+        imported = subdirs(self.raw, prefix=f"Dataset{source_id:03d}_")
+        if any(isfile(join(folder, "dataset.json")) for folder in imported):
             return
+        for folder in imported:
+            self.say(f"removing the interrupted import {folder}")
+            shutil.rmtree(folder)
         (kind, path), = self.protocol.values["source"].items()
         path = os.path.abspath(path)
         if not isdir(path):
@@ -231,10 +237,20 @@ class BenchmarkRunner:
             environment["MICD_CONFIG"] = config_file
         return environment
 
+    @property
+    def trainers(self) -> List[str]:
+        return sorted({run.trainer for run in self.protocol.runs})
+
+    def cost_to_measure(self) -> bool:
+        """Whether a trainer of the protocol has no measured cost (all of them, before the first run, or one added
+        to the protocol since): then every trainer is measured again, since ratios hold within one measurement."""
+        measured = self.results.get("cost", {}).get("trainers", {})
+        return not set(self.trainers) <= set(measured)
+
     def measure_cost(self) -> None:
         """Seconds per step and peak memory of every trainer, each measured in a fresh process right after the
         other (``micd bench-step``), so that their ratios hold on a noisy machine."""
-        trainers = sorted({run.trainer for run in self.protocol.runs})
+        trainers = self.trainers
         labeled = next(c for c in self.protocol.labeled_counts if c != ALL_LABELED)
         self.say(f"measuring seconds per step and memory of {', '.join(trainers)} ({self.protocol.cost_steps} "
                  f"steps each)")
@@ -255,7 +271,7 @@ class BenchmarkRunner:
         maybe_mkdir_p(self.work)
         with WorkFolderLock(self.work) as self.lock:
             self.prepare()
-            if "cost" not in self.results:
+            if self.cost_to_measure():
                 self.measure_cost()
             self._supersede_stale_runs()
             self._add_missing_student_a(selected)
@@ -434,8 +450,9 @@ class BenchmarkRunner:
         """Test Dice of student A alone for trainers that predict with two students (None for the others).
         Student A is nnU-Net's planned network, so ``micd export-plain`` makes it a plain nnU-Net model: the
         difference to the two-student prediction is what the ensemble adds, the rest is the training's."""
-        checkpoint = torch.load(self._final_checkpoint(run), map_location="cpu", weights_only=False)
-        if len(checkpoint.get("micd", {}).get("students", [])) != 2:
+        trained_with = load_json(join(self.model_folder(run), EFFECTIVE_CONFIG_FILE))
+        mode = trained_with.get("method", {}).get("inference_mode")  # only two-student trainers have one
+        if mode is None or mode == "student_a":  # student A's prediction is then the run's own
             return None
         self.say(f"  predicting and evaluating the {self.protocol.held_out} split with student A alone")
         folder = join(self.run_folder(run), "student_a")

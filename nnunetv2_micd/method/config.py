@@ -160,7 +160,7 @@ class MICDConfig(SemiSupervisedConfig):
         return self.weight_cmd > 0 or self.inference_mode == "teachers"
 
 
-def _positive_int_from_environment(name: str, default: Optional[int], minimum: int = 1) -> Optional[int]:
+def _int_from_environment(name: str, default: Optional[int], minimum: int = 1) -> Optional[int]:
     text = os.environ.get(name)
     if text is None or text == "":
         return default
@@ -188,12 +188,11 @@ class TrainingBudget:
     def from_environment(cls) -> "TrainingBudget":
         default = cls()
         return cls(
-            num_epochs=_positive_int_from_environment("MICD_NUM_EPOCHS", default.num_epochs),
-            iterations_per_epoch=_positive_int_from_environment("MICD_ITERS_PER_EPOCH",
-                                                                default.iterations_per_epoch),
-            val_iterations=_positive_int_from_environment("MICD_VAL_ITERS", default.val_iterations),
-            save_every=_positive_int_from_environment("MICD_SAVE_EVERY", default.save_every),
-            seed=_positive_int_from_environment("MICD_SEED", None, minimum=0),
+            num_epochs=_int_from_environment("MICD_NUM_EPOCHS", default.num_epochs),
+            iterations_per_epoch=_int_from_environment("MICD_ITERS_PER_EPOCH", default.iterations_per_epoch),
+            val_iterations=_int_from_environment("MICD_VAL_ITERS", default.val_iterations),
+            save_every=_int_from_environment("MICD_SAVE_EVERY", default.save_every),
+            seed=_int_from_environment("MICD_SEED", None, minimum=0),
         )
 
     @property

@@ -161,6 +161,45 @@ def _runner(tmp_path, groups):
     return BenchmarkRunner(_protocol_with(tmp_path, groups), str(tmp_path / "work"))
 
 
+def test_an_interrupted_import_of_the_source_is_done_again(tmp_path):
+    from nnunetv2_micd.benchmark.runner import BenchmarkRunner
+    source = tmp_path / "Dataset900_Tiny"
+    for folder in ("imagesTr", "labelsTr"):
+        (source / folder).mkdir(parents=True)
+        (source / folder / "case_000.nii.gz").write_bytes(b"not read here")
+    (source / "dataset.json").write_text("{}")
+    protocol, _ = load_protocol("hippocampus_cpu")
+    path = tmp_path / "protocol.json"
+    path.write_text(json.dumps({**protocol.values, "source": {"nnunet_raw_folder": str(source)}}))
+    runner = BenchmarkRunner(load_protocol(str(path))[0], str(tmp_path / "work"))
+    runner.say = lambda text: None
+    target = tmp_path / "work" / "nnUNet_raw" / f"Dataset{protocol.values['source_dataset_id']:03d}_Tiny"
+    (target / "imagesTr").mkdir(parents=True)  # killed while copying: no labels, no dataset.json
+    (target / "imagesTr" / "half_copied.nii.gz").write_bytes(b"")
+
+    runner._import_source()
+
+    assert sorted(p.name for p in target.iterdir()) == ["dataset.json", "imagesTr", "labelsTr"]
+    assert [p.name for p in (target / "imagesTr").iterdir()] == ["case_000.nii.gz"]
+    (source / "labelsTr" / "case_000.nii.gz").unlink()
+    runner._import_source()  # a finished import is kept as it is
+    assert (target / "labelsTr" / "case_000.nii.gz").is_file()
+
+
+def test_a_trainer_added_to_the_protocol_has_every_cost_measured_again(tmp_path):
+    runner = _runner(tmp_path, [{"trainers": ["nnUNetTrainerBudget", "nnUNetTrainerMICD"], "labeled": [10],
+                                 "seeds": [0]}])
+    runner.results = _results()
+    assert runner.cost_to_measure()
+    cost = {"seconds_per_step": 1.0, "peak_rss_mib": 100.0}
+    runner.results["cost"] = {"device": "cpu", "steps": 10,
+                              "trainers": {"nnUNetTrainerBudget": cost, "nnUNetTrainerMICD": cost}}
+    assert not runner.cost_to_measure()
+    runner.protocol = _protocol_with(tmp_path, [{"trainers": ["nnUNetTrainerBudget", "nnUNetTrainerCPS"],
+                                                 "labeled": [10], "seeds": [0]}])
+    assert runner.cost_to_measure()
+
+
 def test_a_changed_configuration_of_a_tag_is_refused_on_resume(tmp_path):
     group = {"trainers": ["nnUNetTrainerMICD"], "labeled": [10], "seeds": [0], "tag": "a"}
     recorded = _protocol_with(tmp_path, [{**group, "method_config": {"lambda_max": 0.3}}])
