@@ -10,6 +10,7 @@ from typing import Dict, List, Tuple, Union
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
 from batchgenerators.utilities.file_and_folder_operations import join, load_json
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
@@ -223,12 +224,15 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainerBudget):
 
     def on_train_epoch_end(self, train_outputs: List[dict]):
         super().on_train_epoch_end(train_outputs)
+        means = {key: float(np.mean([output[key] for output in train_outputs])) for key in self.log_keys
+                 if key in train_outputs[0]}
+        if self.is_ddp:  # like nnU-Net's loss: the mean over every rank's steps (each rank takes as many)
+            gathered = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, means)
+            means = {key: float(np.mean([rank_means[key] for rank_means in gathered])) for key in means}
         for key in self.log_keys:
-            if key == "unsupervised_weight":
-                value = self.unsupervised_weight
-            else:  # terms switched off by an ablation are logged as NaN, so every list keeps one value per epoch
-                value = float(np.mean([output[key] for output in train_outputs])) if key in train_outputs[0] \
-                    else float("nan")
+            # terms switched off by an ablation are logged as NaN, so every list keeps one value per epoch
+            value = self.unsupervised_weight if key == "unsupervised_weight" else means.get(key, float("nan"))
             self.logger.log(key, value, self.current_epoch)
 
     def on_epoch_end(self):

@@ -10,6 +10,7 @@ import socket
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -48,14 +49,17 @@ def _worker(rank: int, port: int, trainer_name: str, dataset_id: int, environmen
                 yield batch
 
         trainer.dataloader_unlabeled = recording_loader()
-        for _ in range(STEPS):
-            trainer.train_step(next(trainer.dataloader_train))
+        outputs = [trainer.train_step(next(trainer.dataloader_train)) for _ in range(STEPS)]
         trainer.dataloader_unlabeled = source
+        trainer.on_train_epoch_end(outputs)
+        logged = trainer.logger.local_logger.my_fantastic_logging
         state = {"students": [_fingerprint(s) for s in trainer.students],
                  "teachers": [_fingerprint(t) for t in trainer.teachers],
                  "class_weights": [w.weights.tolist() for w in (trainer.class_weights_a, trainer.class_weights_b)]
                  if hasattr(trainer, "class_weights_a") else [],
                  "unlabeled_keys": unlabeled_keys, "batch_size": trainer.batch_size,
+                 "loss_sup_here": float(np.mean([o["loss_sup"] for o in outputs])),
+                 "logged": {key: float(logged[key][0]) for key in ("train_losses", "loss_sup")},
                  "ddp": isinstance(trainer.network, torch.nn.parallel.DistributedDataParallel)}
         gathered = [None] * WORLD_SIZE
         dist.all_gather_object(gathered, state)
@@ -104,5 +108,9 @@ def test_two_ranks_stay_identical_and_draw_different_unlabeled_patches(trainer_n
     for a, b in zip(first["class_weights"], second["class_weights"]):  # statistics summed over the ranks
         assert a == pytest.approx(b)
     assert first["unlabeled_keys"] != second["unlabeled_keys"]  # each rank its own unlabeled patches
+    # the method's terms are logged like nnU-Net's loss: the same mean over both ranks' steps on every rank
+    assert first["logged"] == second["logged"]
+    assert first["logged"]["loss_sup"] == pytest.approx((first["loss_sup_here"] + second["loss_sup_here"]) / 2)
+    assert first["loss_sup_here"] != second["loss_sup_here"]
     folder = result["output_folder"]
     assert os.path.isfile(os.path.join(folder, "checkpoint_final.pth"))  # written once, by rank 0
