@@ -15,6 +15,7 @@ import itertools
 import multiprocessing
 import os
 import statistics
+import tempfile
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -24,8 +25,10 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
+from nnunetv2_micd.benchmark.protocol import LABELED_ONLY_TRAINER
 from nnunetv2_micd.method.ema import ema_update_
 from nnunetv2_micd.method.masking import apply_mask
+from nnunetv2_micd.training.nnUNetTrainerMICD import nnUNetTrainerMICD
 from nnunetv2_micd.training.nnUNetTrainerSemiSupervised import GRADIENT_CLIP_NORM
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -154,6 +157,21 @@ def batch_wait_fraction(trainer, steps: int, warmup: int) -> float:
         trainer.dataloader_unlabeled = unlabeled.source
 
 
+@contextmanager
+def _environment(**variables: str):
+    """Environment variables for the processes started inside (a spawned worker reads them when it starts)."""
+    saved = {key: os.environ.get(key) for key in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key)
+            else:
+                os.environ[key] = value
+
+
 def _trainer(name: str, dataset: str, configuration: str, plans: str, batch_size: Optional[int], fold: str,
              device: torch.device):
     from nnunetv2.run.run_training import get_trainer_from_args
@@ -202,6 +220,8 @@ def measure_trainer(name: str, settings: BenchSettings, analyse: bool) -> Dict:
     trainer = _trainer(name, settings.dataset, settings.configuration, settings.plans, settings.batch_size,
                        settings.fold, device)
     try:
+        if analyse and not isinstance(trainer, nnUNetTrainerMICD):
+            raise ValueError(f"the parts of a step are those of a MICD trainer; measure {name} with --compare")
         batches = [next(trainer.dataloader_train) for _ in range(warmup + steps)]
         result = {**_time_steps(trainer, batches, steps, warmup, device), "batch_size": trainer.batch_size}
         if analyse:
@@ -221,10 +241,12 @@ def bench_step(settings: BenchSettings, trainer_name: str = "nnUNetTrainerMICD",
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     results: Dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda"
                      else f"cpu ({torch.get_num_threads()} threads)", "trainers": {}}
-    names = ["nnUNetTrainerBudget", trainer_name] + [c for c in compare
-                                                     if c not in ("nnUNetTrainerBudget", trainer_name)]
+    names = [LABELED_ONLY_TRAINER, trainer_name] + [c for c in compare if c not in (LABELED_ONLY_TRAINER, trainer_name)]
     for name in names:
-        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        # nnU-Net's on_train_end removes checkpoint_latest.pth from the trainer's output folder: a scratch
+        # nnUNet_results keeps that of a real training with the same dataset, plans and fold
+        with tempfile.TemporaryDirectory() as scratch, _environment(nnUNet_results=scratch), \
+                ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
             measured = pool.submit(measure_trainer, name, settings, name == trainer_name).result()
         if name == trainer_name:
             for key in ("parts", "batch_wait", "unlabeled_batch_size"):
@@ -238,10 +260,10 @@ def bench_step(settings: BenchSettings, trainer_name: str = "nnUNetTrainerMICD",
 def format_results(results: Dict, trainer_name: str = "nnUNetTrainerMICD") -> List[str]:
     memory_name = "peak RSS above start" if results["device"].startswith("cpu") else "CUDA peak allocated"
     costs = results["trainers"]
-    baseline, method = costs["nnUNetTrainerBudget"], costs[trainer_name]
+    baseline, method = costs[LABELED_ONLY_TRAINER], costs[trainer_name]
     lines = [f"device: {results['device']}, batch size {results['batch_size']} labeled + "
              f"{results['unlabeled_batch_size']} unlabeled",
-             f"nnUNetTrainerBudget step: {baseline['seconds_per_step']:.3f} s",
+             f"{LABELED_ONLY_TRAINER} step: {baseline['seconds_per_step']:.3f} s",
              f"{trainer_name} step: {method['seconds_per_step']:.3f} s"]
     lines += [f"  {name}: {seconds:.3f} s" for name, seconds in results["parts"].items()]
     lines += [f"  sum of parts: {results['sum_of_parts']:.3f} s",
@@ -252,7 +274,7 @@ def format_results(results: Dict, trainer_name: str = "nnUNetTrainerMICD") -> Li
               f"{baseline['peak_memory_mib']:.0f} MiB, "
               f"memory / baseline: {method['peak_memory_mib'] / max(baseline['peak_memory_mib'], 1e-6):.2f}"]
     for name, cost in costs.items():
-        if name not in (trainer_name, "nnUNetTrainerBudget"):
+        if name not in (trainer_name, LABELED_ONLY_TRAINER):
             lines.append(f"{name} step: {cost['seconds_per_step']:.3f} s, step / baseline: "
                          f"{cost['seconds_per_step'] / baseline['seconds_per_step']:.2f}, memory {memory_name}: "
                          f"{cost['peak_memory_mib']:.0f} MiB")

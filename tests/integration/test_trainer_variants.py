@@ -266,7 +266,11 @@ def test_unsupported_nnunet_modes_are_refused(environment, mode):
 def test_bench_step_reports_the_ratios(environment):
     from nnunetv2_micd.bench_step import BenchSettings, bench_step, format_results
     settings = BenchSettings(str(environment["id"]), "3d_fullres", PLANS, batch_size=1, steps=1, warmup=1)
+    interrupted_training = Path(_trainer(environment, "nnUNetTrainerMICD").output_folder) / "checkpoint_latest.pth"
+    interrupted_training.parent.mkdir(parents=True, exist_ok=True)
+    interrupted_training.write_bytes(b"the resume point of a real training")
     results = bench_step(settings, compare=["nnUNetTrainerMeanTeacher"])
+    assert interrupted_training.read_bytes() == b"the resume point of a real training"  # bench-step's own folders
     assert results["batch_size"] == 1 and results["unlabeled_batch_size"] == 1
     assert set(results["trainers"]) == {"nnUNetTrainerBudget", "nnUNetTrainerMICD", "nnUNetTrainerMeanTeacher"}
     assert all(cost["seconds_per_step"] > 0 and cost["peak_memory_mib"] >= 0 for cost in results["trainers"].values())
@@ -281,6 +285,13 @@ def test_bench_step_reports_the_ratios(environment):
     assert 0.5 < ratio < 3
     assert any(line.startswith("step / baseline: ") for line in lines)
     assert any(line.startswith("nnUNetTrainerMeanTeacher step: ") for line in lines)
+
+
+def test_bench_step_analyses_only_micd_trainers(environment):
+    from nnunetv2_micd.bench_step import BenchSettings, measure_trainer
+    settings = BenchSettings(str(environment["id"]), "3d_fullres", PLANS, batch_size=1, steps=1, warmup=1)
+    with pytest.raises(ValueError, match="measure nnUNetTrainerMeanTeacher with --compare"):
+        measure_trainer("nnUNetTrainerMeanTeacher", settings, analyse=True)
 
 
 def test_decoder_features_are_kept_only_for_the_training_pass(environment):
