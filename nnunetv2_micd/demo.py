@@ -65,7 +65,7 @@ class Demo:
             maybe_mkdir_p(folder)
         raw = join(self.folders["nnUNet_raw"], DATASET_NAME)
         spec = self.settings.dataset
-        if not os.path.isdir(raw):
+        if not os.path.isfile(join(raw, "dataset.json")):  # written last: without it, an interrupted write
             self.say(f"writing the synthetic dataset: {spec.num_labeled} labeled, {spec.num_unlabeled} unlabeled, "
                      f"{spec.num_test} test volumes of {spec.shape}")
             write_synthetic_dataset(raw, spec)

@@ -42,6 +42,12 @@ def list_unlabeled_cases(raw_dataset_folder: str, dataset_json: dict) -> Dict[st
     if not channels:
         raise UnlabeledDataError(f"{folder} holds no images")
 
+    test_folder = join(raw_dataset_folder, "imagesTs")
+    test_cases = {match["case"] for match in map(pattern.fullmatch, os.listdir(test_folder)) if match} \
+        if isdir(test_folder) else set()
+    if test_cases & set(channels):
+        raise UnlabeledDataError(f"unlabeled case(s) {sorted(test_cases & set(channels))} are also in {test_folder}: "
+                                 f"test images must not train the model; remove them from {folder}")
     for case, files in channels.items():
         if sorted(files) != list(range(num_channels)):
             raise UnlabeledDataError(

@@ -15,7 +15,7 @@ from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder2,
 from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from nnunetv2_micd.evaluation.surface_distance import average_surface_distance, hausdorff_distance_95
+from nnunetv2_micd.evaluation.surface_distance import surface_metrics
 
 SURFACE_SUMMARY_FILE = "summary_surface.json"
 CONVENTIONS = ("Per case and class: both masks empty -> ASD and HD95 undefined (null), left out of the means, as "
@@ -36,11 +36,9 @@ def surface_metrics_of_case(reference_file: str, prediction_file: str, reader_wr
         mask_reference = region_or_label_to_mask(reference[0], label)
         mask_prediction = region_or_label_to_mask(prediction[0], label)
         defined = mask_reference.any() and mask_prediction.any()
-        metrics[str(label)] = {
-            "ASD": average_surface_distance(mask_prediction, mask_reference, spacing) if defined else None,
-            "HD95": hausdorff_distance_95(mask_prediction, mask_reference, spacing) if defined else None,
-            "one_empty": bool(mask_reference.any() != mask_prediction.any()),
-        }
+        distances = surface_metrics(mask_prediction, mask_reference, spacing) if defined \
+            else {"ASD": None, "HD95": None}
+        metrics[str(label)] = {**distances, "one_empty": bool(mask_reference.any() != mask_prediction.any())}
     return {"reference_file": reference_file, "prediction_file": prediction_file, "metrics": metrics}
 
 
@@ -65,6 +63,10 @@ def evaluate_folder(reference_folder: str, prediction_folder: str, dataset_json_
     missing = [p for p in predictions if not isfile(join(reference_folder, p))]
     if missing:
         raise FileNotFoundError(f"no reference in {reference_folder} for {missing}")
+    # nnU-Net evaluates every reference
+    missing = sorted(set(subfiles(reference_folder, suffix=file_ending, join=False)) - set(predictions))
+    if missing:
+        raise FileNotFoundError(f"no prediction in {prediction_folder} for {missing}")
     compute_metrics_on_folder2(reference_folder, prediction_folder, dataset_json_file, plans_file,
                                num_processes=num_processes)
     label_manager = PlansManager(plans_file).get_label_manager(dataset_json)

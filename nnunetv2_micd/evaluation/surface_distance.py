@@ -5,7 +5,7 @@ surface voxel of one mask to the nearest surface voxel of the other, found with 
 per direction on the box around both masks (exact: every surface voxel lies inside that box), so full CT volumes
 cost little more than their organs.
 """
-from typing import Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -34,6 +34,11 @@ def surface_distances(prediction: np.ndarray, reference: np.ndarray,
                          f"do not match")
     if not prediction.any() or not reference.any():
         raise ValueError("surface distances need two non-empty masks")
+    # a 2D image, as nnU-Net reads it (1, y, x): along a single-voxel axis every voxel would count as surface
+    singleton_axes = tuple(axis for axis, size in enumerate(prediction.shape) if size == 1)
+    if singleton_axes and len(singleton_axes) < prediction.ndim:
+        prediction, reference = prediction.squeeze(singleton_axes), reference.squeeze(singleton_axes)
+        spacing = [s for axis, s in enumerate(spacing) if axis not in singleton_axes]
     box = _bounding_box(prediction, reference)
     surface_prediction, surface_reference = surface(prediction[box]), surface(reference[box])
     to_reference = ndimage.distance_transform_edt(~surface_reference, sampling=spacing)
@@ -41,13 +46,17 @@ def surface_distances(prediction: np.ndarray, reference: np.ndarray,
     return to_reference[surface_prediction], to_prediction[surface_reference]
 
 
-def average_surface_distance(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[float]) -> float:
-    """Mean over both directions' surface distances (the symmetric ASD)."""
+def surface_metrics(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[float]) -> Dict[str, float]:
+    """ASD, the mean over both directions' surface distances (symmetric), and HD95, the larger of the two
+    directions' 95th percentiles, from one pass of :func:`surface_distances`."""
     forward, backward = surface_distances(prediction, reference, spacing)
-    return float(np.concatenate((forward, backward)).mean())
+    return {"ASD": float(np.concatenate((forward, backward)).mean()),
+            "HD95": float(max(np.percentile(forward, 95), np.percentile(backward, 95)))}
+
+
+def average_surface_distance(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[float]) -> float:
+    return surface_metrics(prediction, reference, spacing)["ASD"]
 
 
 def hausdorff_distance_95(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[float]) -> float:
-    """The larger of the two directions' 95th percentiles of the surface distances (HD95)."""
-    forward, backward = surface_distances(prediction, reference, spacing)
-    return float(max(np.percentile(forward, 95), np.percentile(backward, 95)))
+    return surface_metrics(prediction, reference, spacing)["HD95"]

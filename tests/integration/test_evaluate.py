@@ -69,11 +69,12 @@ def test_evaluate_adds_surface_metrics_in_millimetres(folders, synthetic_dataset
     assert "medium" in result.stdout and "HD95 mm" in result.stdout
 
 
-def test_evaluate_names_missing_references(folders, synthetic_dataset):
+@pytest.mark.parametrize("side", ["reference", "prediction"])
+def test_evaluate_names_missing_files(folders, synthetic_dataset, side):
     reference, prediction, _ = folders
-    (reference / "b.nii.gz").unlink()
+    {"reference": reference, "prediction": prediction}[side].joinpath("b.nii.gz").unlink()
     preprocessed = synthetic_dataset["preprocessed"]
     result = subprocess.run([sys.executable, "-m", "nnunetv2_micd.cli", "evaluate", str(reference),
                              str(prediction), "-djfile", str(preprocessed / "dataset.json"),
                              "-pfile", str(preprocessed / "nnUNetPlans.json")], capture_output=True, text=True)
-    assert result.returncode == 1 and "no reference" in result.stderr and "b.nii.gz" in result.stderr
+    assert result.returncode == 1 and f"no {side} in" in result.stderr and "b.nii.gz" in result.stderr

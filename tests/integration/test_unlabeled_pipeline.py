@@ -105,6 +105,14 @@ def test_wrong_file_ending_is_refused(unlabeled, scratch_raw):
     _assert_refused(unlabeled, "synth_007_0000.nii: wrong file ending")
 
 
+def test_a_test_image_among_the_unlabeled_ones_is_refused(unlabeled, scratch_raw):
+    test_image = sorted((scratch_raw.parent / "imagesTs").iterdir())[0]
+    shutil.copy(test_image, scratch_raw / test_image.name)
+    case = test_image.name[:-len("_0000.nii.gz")]
+    _assert_refused(unlabeled, rf"unlabeled case\(s\) \['{case}'\] are also in .*imagesTs: test images must not "
+                               r"train the model")
+
+
 def test_unreadable_image_is_refused(unlabeled, scratch_raw):
     (scratch_raw / "synth_008_0000.nii.gz").write_bytes(b"not an image")
     _assert_refused(unlabeled, "'synth_008' cannot be read")

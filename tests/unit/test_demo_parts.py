@@ -2,7 +2,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunetv2_micd.dataset.synthetic import LABELS, SyntheticSpec, synthetic_case, write_synthetic_dataset
-from nnunetv2_micd.demo import dice_table, plot_dice
+from nnunetv2_micd.demo import DATASET_NAME, Demo, DemoSettings, dice_table, plot_dice
 
 
 def test_synthetic_case_has_three_structures_of_decreasing_size():
@@ -36,3 +36,14 @@ def test_table_and_plot(tmp_path):
     assert table[3] == "| nnUNetTrainerMICD | 0.920 | 0.600 | 0.300 | 0.607 |"
     plot_dice(summaries, str(tmp_path / "dice.png"))
     assert (tmp_path / "dice.png").stat().st_size > 1000
+
+
+def test_an_interrupted_write_of_the_demo_dataset_is_done_again(tmp_path):
+    spec = SyntheticSpec(num_labeled=2, num_unlabeled=1, num_test=1, shape=(16, 16, 16))
+    demo = Demo(DemoSettings(work_folder=str(tmp_path), dataset=spec))
+    demo.say = lambda message: None
+    demo.run = lambda command, show_progress=False: None  # nnU-Net's commands are not what is tested here
+    raw = tmp_path / "nnUNet_raw" / DATASET_NAME
+    (raw / "imagesTr").mkdir(parents=True)  # interrupted before anything else was written
+    demo.prepare_dataset()
+    assert (raw / "dataset.json").is_file() and len(list((raw / "labelsTr").iterdir())) == 2

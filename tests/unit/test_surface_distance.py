@@ -67,3 +67,16 @@ def test_masks_touching_the_image_border_keep_their_border_surface():
 def test_empty_masks_are_refused():
     with pytest.raises(ValueError, match="non-empty"):
         surface_distances(np.zeros((4, 4, 4), bool), np.ones((4, 4, 4), bool), (1, 1, 1))
+
+
+def test_a_2d_image_as_nnunet_reads_it_measures_between_contours():
+    grid = np.indices((30, 30)).astype(float)
+    prediction = ((grid - np.array([14, 14])[:, None, None]) ** 2).sum(0) <= 8 ** 2
+    reference = ((grid - np.array([15, 14])[:, None, None]) ** 2).sum(0) <= 5 ** 2
+    spacing = (0.7, 0.9)
+    expected_forward, expected_backward = surface_distances(prediction, reference, spacing)
+    # nnU-Net's readers give a 2D segmentation as (1, y, x), with a placeholder spacing for the first axis
+    forward, backward = surface_distances(prediction[None], reference[None], (999.0, *spacing))
+    np.testing.assert_allclose(np.sort(forward), np.sort(expected_forward))
+    np.testing.assert_allclose(np.sort(backward), np.sort(expected_backward))
+    assert forward.min() > 0  # the smaller disk lies inside the larger one: no contour voxel is shared
