@@ -27,7 +27,7 @@ from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_j
 from nnunetv2.paths import nnUNet_preprocessed
 from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
-from nnunetv2_micd.dataset.ssl_split import raw_root
+from nnunetv2_micd.dataset.ssl_split import raw_root, refuse_taken_id
 
 SPLITS_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dhc_splits")
 DHC_COMMIT = "3a09c3401053f8536b1cbf4397601e277563e8e9"
@@ -134,6 +134,13 @@ def convert(benchmark: Benchmark, source: str, labeled: str, target_id: Optional
         raise ValueError("only AMOS mixes CT and MRI; --ct-only applies to it alone")
     if ct_only:
         split = {k: [c for c in v if int(c.split("_")[-1]) < FIRST_MRI_AMOS_ID] for k, v in split.items()}
+    dataset_id = target_id or benchmark.default_id
+    suffix = labeled.rstrip("%") + "p" + ("_CT" if ct_only else "")
+    name = f"Dataset{dataset_id:03d}_{benchmark.name.capitalize()}{suffix}"
+    target = join(raw_root(), name)
+    if isdir(target):
+        raise FileExistsError(f"{target} already exists; remove it or choose another id with -o")
+    refuse_taken_id(name)
     files = _synapse_files(source) if benchmark is SYNAPSE else _amos_files(source)
     missing = sorted(c for ids in split.values() for c in ids if c not in files)
     if missing:
@@ -142,12 +149,6 @@ def convert(benchmark: Benchmark, source: str, labeled: str, target_id: Optional
     labeled_cases = split["labeled"] + split["eval"]
     _check_labels(files, labeled_cases + split["test"], benchmark.labels)
 
-    dataset_id = target_id or benchmark.default_id
-    suffix = labeled.rstrip("%") + "p" + ("_CT" if ct_only else "")
-    name = f"Dataset{dataset_id:03d}_{benchmark.name.capitalize()}{suffix}"
-    target = join(raw_root(), name)
-    if isdir(target):
-        raise FileExistsError(f"{target} already exists; remove it or choose another id with -o")
     staging = join(raw_root(), f".{name}.partial-{os.getpid()}")
     try:
         for folder, cases, with_labels in (("Tr", labeled_cases, True), ("Unlabeled", split["unlabeled"], False),

@@ -14,9 +14,9 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 from batchgenerators.utilities.file_and_folder_operations import isdir, isfile, join, load_json, maybe_mkdir_p, \
-    save_json, subdirs
-from nnunetv2.paths import nnUNet_raw
-from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    save_json
+from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
+from nnunetv2.utilities.dataset_name_id_conversion import find_candidate_datasets, maybe_convert_to_dataset_name
 from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
 import nnunetv2_micd
@@ -72,11 +72,18 @@ def resolve_target_name(target: str, source_name: str) -> str:
                          f"'Dataset601_Name'.")
     if target == source_name:
         raise ValueError(f"Target {target} is the source dataset itself.")
-    clashes = _datasets_with_id(match.group(1), excluding=target)
-    if clashes:
-        raise ValueError(f"Cannot create {target}: {', '.join(clashes)} already uses id {match.group(1)} in "
-                         f"{raw_root()} and nnU-Net could not tell them apart. Pick another id.")
+    refuse_taken_id(target)
     return target
+
+
+def refuse_taken_id(dataset_name: str) -> None:
+    """nnU-Net resolves a dataset id to a single name across nnUNet_raw, nnUNet_preprocessed and nnUNet_results."""
+    dataset_id = int(DATASET_NAME_PATTERN.fullmatch(dataset_name).group(1))
+    others = [str(name) for name in find_candidate_datasets(dataset_id) if name != dataset_name]
+    if others:
+        raise ValueError(f"Cannot create {dataset_name}: {', '.join(others)} already uses id {dataset_id:03d} (in "
+                         f"nnUNet_raw, nnUNet_preprocessed or nnUNet_results) and nnU-Net could not tell them apart. "
+                         f"Pick another id.")
 
 
 def _name_without_prefix(dataset_name: str) -> str:
@@ -84,12 +91,6 @@ def _name_without_prefix(dataset_name: str) -> str:
     if match is None:
         raise ValueError(f"{dataset_name!r} is not a dataset name like 'Dataset004_Hippocampus'.")
     return match.group(2)
-
-
-def _datasets_with_id(three_digit_id: str, excluding: str) -> List[str]:
-    if not isdir(raw_root()):
-        return []
-    return [d for d in subdirs(raw_root(), prefix=f"Dataset{three_digit_id}_", join=False) if d != excluding]
 
 
 def plan_ssl_split(case_ids: Sequence[str], num_labeled: int, num_test: int, seed: int) -> Dict[str, List[str]]:
@@ -154,7 +155,18 @@ def make_ssl_dataset(source: Union[str, int], target: str, labeled: str, test: O
         if isdir(staging_folder):
             shutil.rmtree(staging_folder)
     _print_summary(source_name, target_folder, split, seed)
+    _remove_stale_folds(target_name)
     return target_folder
+
+
+def _remove_stale_folds(dataset_name: str) -> None:
+    """nnU-Net keeps an existing splits_final.json: after --overwrite its folds would still hold the old labeled
+    cases."""
+    splits_file = join(nnUNet_preprocessed.require(), dataset_name, "splits_final.json") \
+        if nnUNet_preprocessed.is_set() else None
+    if splits_file is not None and isfile(splits_file):
+        os.remove(splits_file)
+        print(f"  removed {splits_file} (the folds of the replaced split); run nnUNetv2_plan_and_preprocess again")
 
 
 def _existing_source_dataset(source: Union[str, int]) -> str:

@@ -86,6 +86,15 @@ def test_resolve_target_name_refuses_ambiguous_id(raw):
     assert resolve_target_name('602', SOURCE) == 'Dataset602_Hippocampus'
 
 
+@pytest.mark.parametrize('folder', ['nnUNet_preprocessed', 'nnUNet_results'])
+def test_an_id_taken_in_another_nnunet_folder_is_refused(raw, tmp_path, monkeypatch, folder):
+    other = tmp_path / folder
+    (other / 'Dataset603_Other').mkdir(parents=True)
+    monkeypatch.setenv(folder, str(other))
+    with pytest.raises(ValueError, match='Dataset603_Other already uses id 603'):
+        resolve_target_name('603', SOURCE)
+
+
 def test_plan_is_a_deterministic_partition():
     split = plan_ssl_split(CASE_IDS, 4, 3, seed=1)
     assert split == plan_ssl_split(list(reversed(CASE_IDS)), 4, 3, seed=1)
@@ -155,15 +164,20 @@ def test_nested_datasets_share_the_test_split(source):
     assert small['test'] == large['test']
 
 
-def test_refuses_to_overwrite_unless_asked(source, raw):
+def test_refuses_to_overwrite_unless_asked(source, raw, tmp_path, monkeypatch):
     target = Path(make_ssl_dataset(4, '601', labeled='3', seed=0))
     (target / 'stale.txt').write_text('from an earlier run')
     with pytest.raises(FileExistsError, match='--overwrite'):
         make_ssl_dataset(4, '601', labeled='5', seed=0)
     assert load_json(str(target / 'dataset.json'))['numTraining'] == 3
 
+    folds = tmp_path / 'nnUNet_preprocessed' / 'Dataset601_Hippocampus' / 'splits_final.json'
+    folds.parent.mkdir(parents=True)
+    folds.write_text('[{"train": ["the old labeled cases"], "val": []}]')  # nnU-Net would reuse it
+    monkeypatch.setenv('nnUNet_preprocessed', str(folds.parent.parent))
     make_ssl_dataset(4, '601', labeled='5', seed=0, overwrite=True)
     assert load_json(str(target / 'dataset.json'))['numTraining'] == 5
+    assert not folds.exists()
     assert not (target / 'stale.txt').exists()
     assert sorted(os.listdir(raw)) == [SOURCE, 'Dataset601_Hippocampus']
 
