@@ -72,8 +72,9 @@ def test_synapse_converts_plans_and_validates_on_dhcs_eval_cases(synapse_downloa
     dataset_json = json.loads((raw / "dataset.json").read_text())
     assert dataset_json["labels"]["left adrenal gland"] == 13 and len(dataset_json["labels"]) == 14
     assert dataset_json["numTraining"] == 8 and dataset_json["channel_names"] == {"0": "CT"}
-    other_fraction = subprocess.run([sys.executable, "-m", "nnunetv2_micd.cli", "convert-synapse", str(synapse_download),
-                                     "--labeled", "10%", "-o", "721"], capture_output=True, text=True)
+    other_fraction = subprocess.run([sys.executable, "-m", "nnunetv2_micd.cli", "convert-synapse",
+                                     str(synapse_download), "--labeled", "10%", "-o", "721"],
+                                    capture_output=True, text=True)
     assert other_fraction.returncode == 1 and "Dataset721_Synapse20p already uses id 721" in other_fraction.stderr
 
     run(["nnUNetv2_plan_and_preprocess", "-d", "721", "-c", "3d_fullres", "-np", "2"])
