@@ -39,6 +39,7 @@ from nnunetv2_micd.training.nnUNetTrainerBudget import EFFECTIVE_CONFIG_FILE
 
 RESULTS_FILE = "results.json"
 EPOCH_LINE = re.compile(r": Epoch (\d+)\s*$")
+EPOCH_TIME_LINE = re.compile(r": Epoch time: ([\d.]+) s")
 
 
 def _format_duration(seconds: Optional[float]) -> str:
@@ -356,16 +357,28 @@ class BenchmarkRunner:
             epochs = [int(match.group(1)) for match in map(EPOCH_LINE.search, f) if match]
         return epochs[-1] if epochs else None
 
+    def _median_epoch_seconds(self, run_name: str) -> Optional[float]:
+        """From nnU-Net's epoch times in the run's train.log: the median leaves out epochs stretched by a machine
+        that was paused or asleep, which the run's wall time keeps."""
+        log_file = join(self.work, "runs", run_name, "train.log")
+        if not isfile(log_file):
+            return None
+        with open(log_file) as f:
+            seconds = [float(match.group(1)) for match in map(EPOCH_TIME_LINE.search, f) if match]
+        return float(np.median(seconds)) if seconds else None
+
     def estimated_seconds_left(self, unfinished: List[RunSpec]) -> Optional[float]:
-        """For the ``unfinished`` runs: from the finished runs of each trainer; before a trainer has finished once,
-        from its measured seconds per step (training steps only, so an underestimate); unknown for a trainer with
-        neither. An interrupted run counts only its epochs still to train; a finished one (trained under other
-        defaults) is trained again from the start."""
-        finished: Dict[str, List[float]] = {}
-        for entry in self.results["runs"].values():
-            finished.setdefault(entry["trainer"], []).append(entry["train_seconds"] + entry["predict_seconds"])
-        measured = self.results.get("cost", {}).get("trainers", {})
+        """For the ``unfinished`` runs: from the finished runs of each trainer (their median epoch time, else their
+        wall time); before a trainer has finished once, from its measured seconds per step (training steps only, so
+        an underestimate); unknown for a trainer with neither. An interrupted run counts only its epochs still to
+        train; a finished one (trained under other defaults) is trained again from the start."""
         epochs = self.protocol.budget["num_epochs"]
+        finished: Dict[str, List[float]] = {}
+        for name, entry in self.results["runs"].items():
+            epoch_seconds = self._median_epoch_seconds(name)
+            training = entry["train_seconds"] if epoch_seconds is None else epoch_seconds * epochs
+            finished.setdefault(entry["trainer"], []).append(training + entry["predict_seconds"])
+        measured = self.results.get("cost", {}).get("trainers", {})
         seconds = 0.0
         for run in unfinished:
             if run.trainer in finished:

@@ -200,6 +200,21 @@ def test_a_trainer_added_to_the_protocol_has_every_cost_measured_again(tmp_path)
     assert runner.cost_to_measure()
 
 
+def test_time_left_leaves_out_epochs_stretched_by_a_pause(tmp_path):
+    runner = _runner(tmp_path, [{"trainers": ["nnUNetTrainerBudget"], "labeled": [10], "seeds": [0, 1]}])
+    finished, to_do = runner.protocol.runs
+    epochs = runner.protocol.budget["num_epochs"]
+    # a finished run whose wall time holds an hour the machine was paused, in its second epoch
+    runner.results = _results({**_run(), "train_seconds": 3600.0 + 10.0 * epochs, "predict_seconds": 20.0})
+    log = (tmp_path / "work" / "runs" / finished.name / "train.log")
+    log.parent.mkdir(parents=True)
+    log.write_text("".join(f"2026-11-26 09:00:00.0: Epoch {e}\n2026-11-26 09:00:10.0: Epoch time: "
+                           f"{3610.0 if e == 1 else 10.0} s\n" for e in range(epochs)))
+    assert runner.estimated_seconds_left([to_do]) == pytest.approx(10.0 * epochs + 20.0)
+    log.unlink()  # without epoch times, the wall time
+    assert runner.estimated_seconds_left([to_do]) == pytest.approx(3600.0 + 10.0 * epochs + 20.0)
+
+
 def test_a_changed_configuration_of_a_tag_is_refused_on_resume(tmp_path):
     group = {"trainers": ["nnUNetTrainerMICD"], "labeled": [10], "seeds": [0], "tag": "a"}
     recorded = _protocol_with(tmp_path, [{**group, "method_config": {"lambda_max": 0.3}}])
