@@ -19,7 +19,8 @@ Schema (version 1)::
           "dice": {"<label value>": float},  # mean test Dice per foreground class (nnU-Net's summary.json)
           "mean_dice": float,                 # nnU-Net's foreground mean
           "case_mean_dice": {"<case>": float | null},  # mean over classes; null: no class in either image
-          "curves": {"train_losses": [...], "val_losses": [...], "ema_fg_dice": [...]},
+          "curves": {"train_losses": [...], "val_losses": [...], "ema_fg_dice": [...],
+                     "epoch_seconds": [...]},  # optional: nnU-Net's time per epoch, for the protocol's time left
           "method_config": {...},             # micd_config.json of the run
           "code_version": str, "finished": "ISO time",
           "student_a": {"dice": ..., "mean_dice": ..., "case_mean_dice": ...}  # only two-student trainers: the
@@ -112,6 +113,9 @@ def _run_problems(run, labels: dict) -> List[str]:
     if "student_a" in run:
         problems += [f"student_a: {p}" for p in _dice_problems(run["student_a"], labels, run["num_test"])]
     problems += [f"curves.{key} missing" for key in CURVE_KEYS if key not in run["curves"]]
+    epoch_seconds = run["curves"].get("epoch_seconds", [])
+    if not (isinstance(epoch_seconds, list) and all(isinstance(v, (int, float)) and v >= 0 for v in epoch_seconds)):
+        problems.append("curves.epoch_seconds must be a list of seconds")
     return problems
 
 

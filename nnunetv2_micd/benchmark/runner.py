@@ -39,7 +39,6 @@ from nnunetv2_micd.training.nnUNetTrainerBudget import EFFECTIVE_CONFIG_FILE
 
 RESULTS_FILE = "results.json"
 EPOCH_LINE = re.compile(r": Epoch (\d+)\s*$")
-EPOCH_TIME_LINE = re.compile(r": Epoch time: ([\d.]+) s")
 
 
 def _format_duration(seconds: Optional[float]) -> str:
@@ -112,6 +111,7 @@ class BenchmarkRunner:
         if isfile(self.results_file):
             self.results = load_results(self.results_file)
             self._refuse_other_protocol(self.results["protocol"])  # and records the protocol as it is now
+            self._check_recorded_held_out_cases()
         else:
             self.results = empty_results(self.protocol.values, self._labels())
         save_results(self.results, self.results_file)
@@ -199,6 +199,16 @@ class BenchmarkRunner:
             if smaller["test"] != larger["test"] or not set(smaller["labeled"]) <= set(larger["labeled"]):
                 raise ProtocolError(f"the datasets in {self.raw} are not nested splits with one held-out split; "
                                     f"remove them and run again")
+
+    def _check_recorded_held_out_cases(self) -> None:
+        """The datasets are rebuilt when results.json is carried to a new work folder (another machine): its runs
+        must have been evaluated on the held-out cases these datasets hold."""
+        for name, entry in self.results["runs"].items():
+            if entry["labeled"] in self.protocol.labeled_counts and \
+                    set(entry["case_mean_dice"]) != set(self._split(entry["labeled"])["test"]):
+                raise ProtocolError(f"{name} in {self.results_file} was evaluated on other held-out cases than "
+                                    f"{self.dataset_name(entry['labeled'])} in {self.raw} holds; use another work "
+                                    f"folder")
 
     def _labels(self) -> Dict[str, str]:
         labels = load_json(join(self.raw, self.source_name, "dataset.json"))["labels"]
@@ -357,14 +367,11 @@ class BenchmarkRunner:
             epochs = [int(match.group(1)) for match in map(EPOCH_LINE.search, f) if match]
         return epochs[-1] if epochs else None
 
-    def _median_epoch_seconds(self, run_name: str) -> Optional[float]:
-        """From nnU-Net's epoch times in the run's train.log: the median leaves out epochs stretched by a machine
-        that was paused or asleep, which the run's wall time keeps."""
-        log_file = join(self.work, "runs", run_name, "train.log")
-        if not isfile(log_file):
-            return None
-        with open(log_file) as f:
-            seconds = [float(match.group(1)) for match in map(EPOCH_TIME_LINE.search, f) if match]
+    @staticmethod
+    def _median_epoch_seconds(entry: dict) -> Optional[float]:
+        """From nnU-Net's epoch times recorded with a finished run: the median leaves out epochs stretched by a
+        machine that was paused or asleep, which the run's wall time keeps."""
+        seconds = entry["curves"].get("epoch_seconds")
         return float(np.median(seconds)) if seconds else None
 
     def estimated_seconds_left(self, unfinished: List[RunSpec]) -> Optional[float]:
@@ -374,8 +381,8 @@ class BenchmarkRunner:
         train; a finished one (trained under other defaults) is trained again from the start."""
         epochs = self.protocol.budget["num_epochs"]
         finished: Dict[str, List[float]] = {}
-        for name, entry in self.results["runs"].items():
-            epoch_seconds = self._median_epoch_seconds(name)
+        for entry in self.results["runs"].values():
+            epoch_seconds = self._median_epoch_seconds(entry)
             training = entry["train_seconds"] if epoch_seconds is None else epoch_seconds * epochs
             finished.setdefault(entry["trainer"], []).append(training + entry["predict_seconds"])
         measured = self.results.get("cost", {}).get("trainers", {})
@@ -537,7 +544,10 @@ class BenchmarkRunner:
                  predict_seconds: float) -> dict:
         split = self._split(run.labeled)
         checkpoint = torch.load(join(model_folder, "checkpoint_final.pth"), map_location="cpu", weights_only=False)
-        curves = {key: [float(v) for v in checkpoint["logging"][key]] for key in CURVE_KEYS}
+        logging = checkpoint["logging"]
+        curves = {key: [float(v) for v in logging[key]] for key in CURVE_KEYS}
+        curves["epoch_seconds"] = [round(end - start, 2) for start, end in zip(logging["epoch_start_timestamps"],
+                                                                               logging["epoch_end_timestamps"])]
         return {
             "trainer": run.trainer, "method": run.method, "labeled": run.labeled, "seed": run.seed,
             "num_labeled": len(split["labeled"]), "num_unlabeled": len(split["unlabeled"]),

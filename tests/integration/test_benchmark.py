@@ -1,4 +1,5 @@
 """``micd benchmark`` and ``micd report`` end to end on a tiny synthetic protocol, including an interruption."""
+import copy
 import json
 import os
 import re
@@ -116,6 +117,7 @@ def test_every_run_is_trained_predicted_and_evaluated(finished_benchmark, protoc
     for run in results["runs"].values():
         assert run["num_test"] == 3 and len(run["case_mean_dice"]) == 3
         assert run["steps"] == 6 and len(run["curves"]["train_losses"]) == 3
+        assert len(run["curves"]["epoch_seconds"]) == 3 and all(s > 0 for s in run["curves"]["epoch_seconds"])
         expected_labeled = 6 if run["labeled"] == "all" else run["labeled"]
         assert run["num_labeled"] == expected_labeled and run["num_unlabeled"] == 6 - expected_labeled
         assert (finished_benchmark["work"] / "runs" / f"{run['trainer']}__labeled{run['labeled']}__seed0" /
@@ -184,6 +186,26 @@ def test_student_a_is_added_to_a_finished_run_recorded_without_it(finished_bench
     result = micd("benchmark", protocol_file, "-o", finished_benchmark["work"], env=environment)
     assert result.stdout.count("with student A alone") == 1 and "finished: mean test Dice" not in result.stdout
     assert load_results(str(results_file)) == finished_benchmark["results"]  # the same prediction again
+
+
+def test_results_carried_to_a_new_work_folder_resume_there(finished_benchmark, protocol_file, tmp_path):
+    """Another machine: the datasets are made again from the source and nothing finished is trained again, but
+    only if the recorded runs were evaluated on the held-out cases the new datasets hold."""
+    recorded = json.loads((finished_benchmark["work"] / "results.json").read_text())
+    moved = copy.deepcopy(recorded)
+    run = moved["runs"]["nnUNetTrainerBudget__labeled4__seed0"]
+    run["case_mean_dice"] = {f"other_{case}": dice for case, dice in run["case_mean_dice"].items()}
+    (tmp_path / "results.json").write_text(json.dumps(moved))
+    environment = {**os.environ, "nnUNet_n_proc_DA": "0"}
+    refused = subprocess.run([sys.executable, "-m", "nnunetv2_micd.cli", "benchmark", str(protocol_file), "-o",
+                              str(tmp_path)], capture_output=True, text=True, env=environment)
+    assert refused.returncode == 1
+    assert "nnUNetTrainerBudget__labeled4__seed0" in refused.stderr and "other held-out cases" in refused.stderr
+    (tmp_path / "results.json").write_text(json.dumps(recorded))
+    result = micd("benchmark", protocol_file, "-o", tmp_path, env=environment)
+    assert "6 runs, 6 already finished" in result.stdout and "6 of 6 runs finished" in result.stdout
+    assert not (tmp_path / "runs").exists()
+    assert load_results(str(tmp_path / "results.json"))["runs"] == recorded["runs"]
 
 
 def _benchmark_with_changed_protocol(change, finished_benchmark, protocol_file, tmp_path):

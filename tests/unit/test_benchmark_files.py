@@ -86,6 +86,8 @@ def test_valid_results_pass_the_schema(tmp_path):
     (lambda r: r["runs"]["nnUNetTrainerBudget__labeled10__seed0"].update(mean_dice=1.5), "numbers in \\[0, 1\\]"),
     (lambda r: r["runs"]["nnUNetTrainerBudget__labeled10__seed0"].update(num_test=3), "case_mean_dice has 2"),
     (lambda r: r["runs"]["nnUNetTrainerBudget__labeled10__seed0"]["curves"].pop("ema_fg_dice"), "curves.ema_fg"),
+    (lambda r: r["runs"]["nnUNetTrainerBudget__labeled10__seed0"]["curves"].update(epoch_seconds=[1.0, "2"]),
+     "curves.epoch_seconds"),
     (lambda r: r.update(cost={"device": "cpu", "trainers": {"x": {}}}), "cost of x"),
 ])
 def test_broken_results_are_refused(tmp_path, breaks, message):
@@ -202,16 +204,15 @@ def test_a_trainer_added_to_the_protocol_has_every_cost_measured_again(tmp_path)
 
 def test_time_left_leaves_out_epochs_stretched_by_a_pause(tmp_path):
     runner = _runner(tmp_path, [{"trainers": ["nnUNetTrainerBudget"], "labeled": [10], "seeds": [0, 1]}])
-    finished, to_do = runner.protocol.runs
+    _, to_do = runner.protocol.runs
     epochs = runner.protocol.budget["num_epochs"]
     # a finished run whose wall time holds an hour the machine was paused, in its second epoch
-    runner.results = _results({**_run(), "train_seconds": 3600.0 + 10.0 * epochs, "predict_seconds": 20.0})
-    log = (tmp_path / "work" / "runs" / finished.name / "train.log")
-    log.parent.mkdir(parents=True)
-    log.write_text("".join(f"2026-11-26 09:00:00.0: Epoch {e}\n2026-11-26 09:00:10.0: Epoch time: "
-                           f"{3610.0 if e == 1 else 10.0} s\n" for e in range(epochs)))
+    finished = _run()
+    finished.update(train_seconds=3600.0 + 10.0 * epochs, predict_seconds=20.0)
+    finished["curves"]["epoch_seconds"] = [3610.0 if e == 1 else 10.0 for e in range(epochs)]
+    runner.results = _results(finished)
     assert runner.estimated_seconds_left([to_do]) == pytest.approx(10.0 * epochs + 20.0)
-    log.unlink()  # without epoch times, the wall time
+    del finished["curves"]["epoch_seconds"]  # recorded without epoch times: the wall time
     assert runner.estimated_seconds_left([to_do]) == pytest.approx(3600.0 + 10.0 * epochs + 20.0)
 
 
