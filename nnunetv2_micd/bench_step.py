@@ -26,6 +26,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 
 from nnunetv2_micd.benchmark.protocol import LABELED_ONLY_TRAINER
+from nnunetv2_micd.benchmark.results import memory_measure
 from nnunetv2_micd.method.ema import ema_update_
 from nnunetv2_micd.method.masking import apply_mask
 from nnunetv2_micd.training.nnUNetTrainerMICD import nnUNetTrainerMICD
@@ -258,7 +259,7 @@ def bench_step(settings: BenchSettings, trainer_name: str = "nnUNetTrainerMICD",
 
 
 def format_results(results: Dict, trainer_name: str = "nnUNetTrainerMICD") -> List[str]:
-    memory_name = "peak RSS above start" if results["device"].startswith("cpu") else "CUDA peak allocated"
+    memory_name = memory_measure(results["device"])
     costs = results["trainers"]
     baseline, method = costs[LABELED_ONLY_TRAINER], costs[trainer_name]
     lines = [f"device: {results['device']}, batch size {results['batch_size']} labeled + "

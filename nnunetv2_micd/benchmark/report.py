@@ -18,7 +18,7 @@ import numpy as np
 from scipy.stats import wilcoxon
 
 from nnunetv2_micd.benchmark.protocol import ALL_LABELED, LABELED_ONLY_TRAINER, Protocol
-from nnunetv2_micd.benchmark.results import dice_from_summary, load_results
+from nnunetv2_micd.benchmark.results import dice_from_summary, load_results, memory_measure
 from nnunetv2_micd.plotting import grouped_bars, save_figure
 
 UPPER_BOUND = "fully supervised"
@@ -164,7 +164,7 @@ def cost_table(results: dict) -> str:
     if not cost or LABELED_ONLY_TRAINER not in cost["trainers"]:
         return "No cost measurement in the results file."
     baseline = cost["trainers"][LABELED_ONLY_TRAINER]
-    memory_name = "peak RSS above start" if cost["device"].startswith("cpu") else "CUDA peak allocated"
+    memory_name = memory_measure(cost["device"])
     rows = [f"Measured on {cost['device']} by `micd bench-step`: each trainer in a fresh process, one after the "
             f"other, median of {cost['steps']} steps on batches drawn beforehand; memory is the {memory_name} of "
             f"the training steps.", "",

@@ -52,6 +52,11 @@ RUN_FIELDS = {
 CURVE_KEYS = ("train_losses", "val_losses", "ema_fg_dice")
 
 
+def memory_measure(device: str) -> str:
+    """What ``peak_memory_mib`` of a cost measurement on ``device`` is (see ``micd bench-step``)."""
+    return "peak RSS above start" if device.startswith("cpu") else "CUDA peak allocated"
+
+
 class ResultsError(ValueError):
     """A results file that does not follow the schema."""
 
