@@ -544,10 +544,10 @@ class BenchmarkRunner:
                  predict_seconds: float) -> dict:
         split = self._split(run.labeled)
         checkpoint = torch.load(join(model_folder, "checkpoint_final.pth"), map_location="cpu", weights_only=False)
-        logging = checkpoint["logging"]
-        curves = {key: [float(v) for v in logging[key]] for key in CURVE_KEYS}
-        curves["epoch_seconds"] = [round(end - start, 2) for start, end in zip(logging["epoch_start_timestamps"],
-                                                                               logging["epoch_end_timestamps"])]
+        logged = checkpoint["logging"]  # nnU-Net's logger
+        curves = {key: [float(v) for v in logged[key]] for key in CURVE_KEYS}
+        curves["epoch_seconds"] = [round(end - start, 2) for start, end in zip(logged["epoch_start_timestamps"],
+                                                                               logged["epoch_end_timestamps"])]
         return {
             "trainer": run.trainer, "method": run.method, "labeled": run.labeled, "seed": run.seed,
             "num_labeled": len(split["labeled"]), "num_unlabeled": len(split["unlabeled"]),
