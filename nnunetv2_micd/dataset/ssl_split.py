@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 from batchgenerators.utilities.file_and_folder_operations import isdir, isfile, join, load_json, maybe_mkdir_p, \
     save_json
+from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
 from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
 from nnunetv2.utilities.dataset_name_id_conversion import find_candidate_datasets, maybe_convert_to_dataset_name
 from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
@@ -133,6 +134,7 @@ def make_ssl_dataset(source: Union[str, int], target: str, labeled: str, test: O
     num_test = 0 if test is None else parse_count(test, len(cases))
     num_labeled = _parse_labeled_count(labeled, len(cases) - num_test)
     split = plan_ssl_split(list(cases), num_labeled, num_test, seed)
+    _refuse_classes_absent_from_test(split['test'], cases, source_json)
     manifest = {
         'source_dataset': source_name,
         'target_dataset': target_name,
@@ -189,6 +191,24 @@ def _labeled_cases(source_folder: str, source_json: dict) -> Dict[str, dict]:
         raise FileNotFoundError(f"{source_folder} must be fully labeled, but these cases have no label file: "
                                 f"{unlabeled}")
     return cases
+
+
+def _refuse_classes_absent_from_test(test: List[str], cases: Dict[str, dict], source_json: dict) -> None:
+    """A class in no test case has no test Dice: nnU-Net's evaluation gives it, and the mean over classes, NaN."""
+    if not test:
+        return
+    reader = determine_reader_writer_from_dataset_json(source_json, cases[test[0]]['label'])()
+    present = set()
+    for case in test:
+        present.update(np.unique(reader.read_seg(cases[case]['label'])[0]).tolist())
+    absent = []
+    for name, value in source_json['labels'].items():
+        values = set(value) if isinstance(value, (list, tuple)) else {value}  # a region is a union of labels
+        if name != 'ignore' and values != {0} and not values & present:
+            absent.append(f"{name} ({value})")
+    if absent:
+        raise ValueError(f"None of the {len(test)} test cases holds {', '.join(absent)}: its test Dice would be "
+                         f"undefined (NaN). Choose another --seed or more --test cases.")
 
 
 def _parse_labeled_count(labeled: str, num_available: int) -> int:

@@ -198,3 +198,18 @@ def test_requires_fully_labeled_source(source, raw):
     with pytest.raises(FileNotFoundError, match='labelsTr'):
         make_ssl_dataset(4, '601', labeled='3')
     assert os.listdir(raw) == [SOURCE]
+
+
+
+def test_a_class_in_no_test_case_is_refused(source, raw):
+    rng = np.random.default_rng(1)
+    for case in CASE_IDS[1:]:  # posterior (2) only in the first case
+        _write_image(rng.integers(0, 2, (4, 5, 6)).astype(np.uint8), source / 'labelsTr' / f'{case}{FILE_ENDING}')
+    first_case_tested = {seed: CASE_IDS[0] in plan_ssl_split(CASE_IDS, 3, 2, seed)['test'] for seed in range(50)}
+    seed_without = next(seed for seed, tested in first_case_tested.items() if not tested)
+    seed_with = next(seed for seed, tested in first_case_tested.items() if tested)
+    with pytest.raises(ValueError, match=r'None of the 2 test cases holds posterior \(2\).*--seed'):
+        make_ssl_dataset(4, '601', labeled='3', test='2', seed=seed_without)
+    assert os.listdir(raw) == [SOURCE]
+    make_ssl_dataset(4, '601', labeled='3', test='2', seed=seed_with)
+    make_ssl_dataset(4, '602', labeled='3', seed=seed_without)  # without a test split there is nothing to check
