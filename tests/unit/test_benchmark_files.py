@@ -4,13 +4,15 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from nnunetv2_micd.benchmark.protocol import ProtocolError, builtin_protocols, load_protocol
+from nnunetv2_micd.benchmark.protocol import Protocol, ProtocolError, builtin_protocols, load_protocol
 from nnunetv2_micd.benchmark.report import gap_closed, group_runs
-from nnunetv2_micd.benchmark.results import ResultsError, empty_results, save_results, schema_problems, validate
+from nnunetv2_micd.benchmark.results import ResultsError, empty_results, load_results, save_results, \
+    schema_problems, validate
 
 LABELS = {"1": "Anterior", "2": "Posterior"}
 
@@ -70,6 +72,18 @@ def test_unknown_protocol_names_the_builtin_ones():
 def test_every_builtin_protocol_is_valid(name):
     protocol, path = load_protocol(name)
     assert protocol.values["name"] == name
+
+
+PUBLISHED_RESULTS = sorted(str(path) for path in
+                           (Path(__file__).parents[2] / "docs" / "benchmarks").glob("*/results.json"))
+
+
+@pytest.mark.parametrize("path", PUBLISHED_RESULTS)
+def test_published_results_follow_the_schema_and_their_protocol(path):
+    results = load_results(path)
+    protocol = Protocol(results["protocol"])
+    assert set(results["runs"]) <= {run.name for run in protocol.runs}
+    assert all(run["steps"] == protocol.total_steps for run in results["runs"].values())
 
 
 def test_valid_results_pass_the_schema(tmp_path):
