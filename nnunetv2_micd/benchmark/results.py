@@ -41,6 +41,7 @@ from typing import Dict, List
 
 import numpy as np
 from batchgenerators.utilities.file_and_folder_operations import load_json
+from nnunetv2.imageio.reader_writer_registry import LIST_OF_IO_CLASSES
 
 SCHEMA_VERSION = 1
 DICE_FIELDS = {"dice": dict, "mean_dice": (int, float), "case_mean_dice": dict}
@@ -57,6 +58,14 @@ def memory_measure(device: str) -> str:
     return "peak RSS above start" if device.startswith("cpu") else "CUDA peak allocated"
 
 
+def case_name(image_file: str) -> str:
+    """nnU-Net's case identifier of an image file: its name without the file ending of any nnU-Net reader
+    (identifiers may contain dots, e.g. ``case.1.nii.gz``)."""
+    name = os.path.basename(image_file)
+    endings = [e for io_class in LIST_OF_IO_CLASSES for e in io_class.supported_file_endings if name.endswith(e)]
+    return name[:-len(max(endings, key=len))] if endings else os.path.splitext(name)[0]
+
+
 class ResultsError(ValueError):
     """A results file that does not follow the schema."""
 
@@ -68,8 +77,7 @@ def dice_from_summary(summary_file: str) -> dict:
     case_mean_dice = {}
     for case in summary["metric_per_case"]:
         dice = [m["Dice"] for m in case["metrics"].values() if not np.isnan(m["Dice"])]
-        case_name = os.path.basename(case["reference_file"]).split(".")[0]
-        case_mean_dice[case_name] = float(np.mean(dice)) if dice else None
+        case_mean_dice[case_name(case["reference_file"])] = float(np.mean(dice)) if dice else None
     return {"dice": {label: float(values["Dice"]) for label, values in summary["mean"].items()},
             "mean_dice": float(summary["foreground_mean"]["Dice"]), "case_mean_dice": case_mean_dice}
 

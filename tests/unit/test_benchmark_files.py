@@ -383,6 +383,14 @@ def test_dice_from_summary_averages_each_case_over_the_classes_present(tmp_path)
     assert fields["mean_dice"] == pytest.approx(0.725)
 
 
+@pytest.mark.parametrize("image_file, expected", [("/ref/hippocampus_001.nii.gz", "hippocampus_001"),
+                                                  ("/ref/case.1.nii.gz", "case.1"), ("/ref/case.2.nii", "case.2"),
+                                                  ("ref/slice.3.png", "slice.3"), ("a.b.tiff", "a.b")])
+def test_case_name_removes_only_the_file_ending(image_file, expected):
+    from nnunetv2_micd.benchmark.results import case_name
+    assert case_name(image_file) == expected
+
+
 def test_micd_compare_tests_two_predictions_case_by_case(tmp_path, capsys):
     from scipy.stats import wilcoxon
     from nnunetv2_micd.cli import main
