@@ -7,7 +7,8 @@ with warm-up and medians, so the ratios hold on a shared, noisy machine:
   data loading timed);
 - every pass the method needs, timed alone however the step batches them (each student's forward+backward on the
   labeled+unlabeled patches and on their masked copies, the teacher forwards, gradient clipping with the
-  optimizer step, the EMA updates), so ``step / sum-of-parts`` measures overhead, not batching;
+  optimizer step, the EMA updates) in the step's precision, so ``step / sum-of-parts`` measures overhead, not
+  batching (on the CPU; a step compiled by nnU-Net on a GPU runs compiled passes, the parts do not);
 - the time the step waits for batches from nnU-Net's augmentation workers, in a real loop;
 - peak memory: CUDA peak allocated on a GPU, peak resident memory above the start of the step on the CPU.
 """
@@ -88,7 +89,8 @@ def _loss_of(output) -> torch.Tensor:
 
 
 def method_parts(trainer, data: torch.Tensor, unlabeled: torch.Tensor) -> Dict[str, Callable[[], None]]:
-    """The passes one MICD step needs, each as a function that runs it alone."""
+    """The passes one MICD step needs, each as a function that runs it alone, in the step's precision (on the
+    students as written: a step compiled by nnU-Net runs them compiled)."""
     config = trainer.method_config
     students = trainer.dual_network.branches
     x = torch.cat((data, unlabeled))
@@ -96,12 +98,14 @@ def method_parts(trainer, data: torch.Tensor, unlabeled: torch.Tensor) -> Dict[s
 
     def forward_backward(student, inputs):
         def run():
-            _loss_of(student(inputs)).backward()
+            with trainer.mixed_precision():
+                loss = _loss_of(student(inputs))
+            loss.backward()
         return run
 
     def teacher_forward(teacher):
         def run():
-            with torch.no_grad():
+            with torch.no_grad(), trainer.mixed_precision():
                 teacher(unlabeled)
         return run
 

@@ -167,6 +167,10 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainerBudget):
         """Every term for one labeled and one unlabeled batch; ``loss`` is what is minimised."""
         raise NotImplementedError
 
+    def mixed_precision(self):
+        """Autocast on CUDA, as nnU-Net's own train_step; full precision on other devices."""
+        return autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context()
+
     def train_step(self, batch: dict) -> dict:
         data = batch["data"].to(self.device, non_blocking=True)
         target = batch["target"]
@@ -176,7 +180,7 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainerBudget):
 
         self.optimizer.zero_grad(set_to_none=True)
         try:
-            with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+            with self.mixed_precision():
                 losses = self.compute_losses(data, target, unlabeled)
             self._refuse_non_finite(losses)
             if self.grad_scaler is not None:
