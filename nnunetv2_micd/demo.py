@@ -15,6 +15,7 @@ from batchgenerators.utilities.file_and_folder_operations import join, load_json
 from nnunetv2_micd.commands import run_command
 from nnunetv2_micd.dataset.synthetic import LABELS, SyntheticSpec, write_synthetic_dataset
 from nnunetv2_micd.plotting import grouped_bars
+from nnunetv2_micd.tables import markdown_table
 
 DATASET_ID = 999
 DATASET_NAME = f"Dataset{DATASET_ID}_MICDDemo"
@@ -102,12 +103,9 @@ def _foreground_classes() -> List[Tuple[str, str]]:
 def dice_table(summaries: Dict[str, Dict]) -> str:
     """Markdown table of the test Dice per class and averaged over the foreground classes."""
     classes = _foreground_classes()
-    header = "| trainer | " + " | ".join(name for name, _ in classes) + " | mean |"
-    rows = [header, "|---" * (len(classes) + 2) + "|"]
-    for trainer, summary in summaries.items():
-        values = [summary["mean"][key]["Dice"] for _, key in classes] + [summary["foreground_mean"]["Dice"]]
-        rows.append(f"| {trainer} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
-    return "\n".join(rows)
+    rows = [[trainer, *(f"{summary['mean'][key]['Dice']:.3f}" for _, key in classes),
+             f"{summary['foreground_mean']['Dice']:.3f}"] for trainer, summary in summaries.items()]
+    return markdown_table(["trainer", *(name for name, _ in classes), "mean"], rows)
 
 
 def plot_dice(summaries: Dict[str, Dict], filename: str) -> None:

@@ -20,6 +20,7 @@ from scipy.stats import wilcoxon
 from nnunetv2_micd.benchmark.protocol import ALL_LABELED, LABELED_ONLY_TRAINER, Protocol
 from nnunetv2_micd.benchmark.results import dice_from_summary, load_results, memory_measure
 from nnunetv2_micd.plotting import grouped_bars, save_figure
+from nnunetv2_micd.tables import markdown_table
 
 UPPER_BOUND = "fully supervised"
 STUDENT_A = ", student A alone"
@@ -84,16 +85,14 @@ def _ordered_groups(groups: Dict[Group, List[dict]]) -> List[Group]:
 def dice_table(results: dict) -> str:
     labels = results["labels"]
     groups = group_runs(results, with_student_a=True)
-    header = ["method", "labeled", "seeds", *labels.values(), "mean Dice", "gap closed"]
-    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for trainer, labeled in _ordered_groups(groups):
         runs = groups[(trainer, labeled)]
         gap = None if trainer in (LABELED_ONLY_TRAINER, UPPER_BOUND) else gap_closed(groups, trainer, labeled)
-        cells = [trainer, str(runs[0]["num_labeled"]), str(len(runs)),
-                 *[_cell([r["dice"][value] for r in runs]) for value in labels],
-                 _cell([r["mean_dice"] for r in runs]), "" if gap is None else f"{100 * gap:.0f} %"]
-        rows.append("| " + " | ".join(cells) + " |")
-    return "\n".join(rows)
+        rows.append([trainer, str(runs[0]["num_labeled"]), str(len(runs)),
+                     *[_cell([r["dice"][value] for r in runs]) for value in labels],
+                     _cell([r["mean_dice"] for r in runs]), "" if gap is None else f"{100 * gap:.0f} %"])
+    return markdown_table(["method", "labeled", "seeds", *labels.values(), "mean Dice", "gap closed"], rows)
 
 
 def paired_differences(groups: Dict[Group, List[dict]], method: str, labeled) -> Tuple[int, Dict[str, float]]:
@@ -142,9 +141,7 @@ def compare_summaries(summary_file: str, reference_summary_file: str) -> PairedC
 
 
 def paired_table(results: dict) -> str:
-    header = ["method", "labeled", "paired seeds", "mean Δ Dice per case", "cases better / worse",
-              "Wilcoxon p (two-sided)"]
-    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     groups = group_runs(results, with_student_a=True)
     for trainer, labeled in _ordered_groups(groups):
         if trainer in (LABELED_ONLY_TRAINER, UPPER_BOUND):
@@ -153,10 +150,13 @@ def paired_table(results: dict) -> str:
         if not differences:
             continue
         comparison = PairedComparison.of(differences)
-        rows.append(f"| {trainer} | {groups[(trainer, labeled)][0]['num_labeled']} | {seeds} | "
-                    f"{comparison.mean_difference:+.4f} | {comparison.better} / {comparison.worse} | "
-                    f"{comparison.p_value:.3g} |")
-    return "\n".join(rows) if len(rows) > 2 else "No method has a seed in common with the labeled-only baseline yet."
+        rows.append([trainer, str(groups[(trainer, labeled)][0]["num_labeled"]), str(seeds),
+                     f"{comparison.mean_difference:+.4f}", f"{comparison.better} / {comparison.worse}",
+                     f"{comparison.p_value:.3g}"])
+    if not rows:
+        return "No method has a seed in common with the labeled-only baseline yet."
+    return markdown_table(["method", "labeled", "paired seeds", "mean Δ Dice per case", "cases better / worse",
+                           "Wilcoxon p (two-sided)"], rows)
 
 
 def cost_table(results: dict) -> str:
@@ -165,16 +165,14 @@ def cost_table(results: dict) -> str:
         return "No cost measurement in the results file."
     baseline = cost["trainers"][LABELED_ONLY_TRAINER]
     memory_name = memory_measure(cost["device"])
-    rows = [f"Measured on {cost['device']} by `micd bench-step`: each trainer in a fresh process, one after the "
+    rows = [[trainer, f"{values['seconds_per_step']:.3f}",
+             f"{values['seconds_per_step'] / baseline['seconds_per_step']:.2f}", f"{values['peak_memory_mib']:.0f}",
+             f"{values['peak_memory_mib'] / max(baseline['peak_memory_mib'], 1e-6):.2f}"]
+            for trainer, values in sorted(cost["trainers"].items(), key=lambda item: item[1]["seconds_per_step"])]
+    return (f"Measured on {cost['device']} by `micd bench-step`: each trainer in a fresh process, one after the "
             f"other, median of {cost['steps']} steps on batches drawn beforehand; memory is the {memory_name} of "
-            f"the training steps.", "",
-            "| method | seconds per step | × baseline | peak memory (MiB) | × baseline |", "|---|---|---|---|---|"]
-    for trainer, values in sorted(cost["trainers"].items(), key=lambda item: item[1]["seconds_per_step"]):
-        rows.append(f"| {trainer} | {values['seconds_per_step']:.3f} | "
-                    f"{values['seconds_per_step'] / baseline['seconds_per_step']:.2f} | "
-                    f"{values['peak_memory_mib']:.0f} | "
-                    f"{values['peak_memory_mib'] / max(baseline['peak_memory_mib'], 1e-6):.2f} |")
-    return "\n".join(rows)
+            f"the training steps.\n\n"
+            + markdown_table(["method", "seconds per step", "× baseline", "peak memory (MiB)", "× baseline"], rows))
 
 
 def plot_label_efficiency(results: dict, filename: str) -> None:
