@@ -74,8 +74,9 @@ def _cmd_report(args) -> None:
 
 
 def _cmd_compare(args) -> None:
-    from nnunetv2_micd.benchmark.report import compare_summaries
-    c = compare_summaries(args.summary, args.reference)
+    from nnunetv2_micd.benchmark.report import compare_runs, compare_summaries
+    c = compare_runs(args.results, args.summary, args.reference) if args.results \
+        else compare_summaries(args.summary, args.reference)
     print(f"{c.num_cases} cases, Dice (mean over classes) of the first minus the second: "
           f"mean {c.mean_difference:+.4f}, {c.better} better / {c.worse} worse, "
           f"Wilcoxon signed-rank p = {c.p_value:.3g} (two-sided)")
@@ -203,8 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("compare", help="two evaluated predictions of the same cases, case by case "
                                             "(mean difference, cases better/worse, Wilcoxon p)")
-    p.add_argument("summary", help="summary.json of the predictions to compare (from nnUNetv2_evaluate_folder)")
-    p.add_argument("reference", help="summary.json of the predictions to compare them with")
+    p.add_argument("summary", help="summary.json of the predictions to compare (from nnUNetv2_evaluate_folder); "
+                                   "with --results, a run's name (<run>:student_a for its student A alone)")
+    p.add_argument("reference", help="summary.json of the predictions to compare them with; with --results, a run")
+    p.add_argument("--results", help="results.json of micd benchmark, to compare two of its runs by name")
     p.set_defaults(func=_cmd_compare)
 
     p = commands.add_parser("report", help="markdown table and pictures from a benchmark's results.json")

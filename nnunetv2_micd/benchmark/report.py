@@ -125,19 +125,45 @@ class PairedComparison(NamedTuple):
         return cls(len(values), float(values.mean()), int((values > 0).sum()), int((values < 0).sum()), p_value)
 
 
-def compare_summaries(summary_file: str, reference_summary_file: str) -> PairedComparison:
-    """Two predictions of the same test cases, each evaluated by nnUNetv2_evaluate_folder, case by case: the first
-    one's Dice (mean over classes) minus the second one's, as the report compares a method with the baseline."""
-    cases, reference = (dice_from_summary(f)["case_mean_dice"] for f in (summary_file, reference_summary_file))
+def compare_case_dice(cases: Dict[str, Optional[float]], reference: Dict[str, Optional[float]], name: str,
+                      reference_name: str) -> PairedComparison:
+    """Two models' Dice (mean over classes) on the same test cases, case by case: the first minus the second, as
+    the report compares a method with the baseline."""
     if cases.keys() != reference.keys():
         only = sorted(cases.keys() ^ reference.keys())
-        raise ValueError(f"{summary_file} and {reference_summary_file} evaluate different cases (in only one of "
+        raise ValueError(f"{name} and {reference_name} evaluate different cases (in only one of "
                          f"them: {', '.join(only[:5])}{' ...' if len(only) > 5 else ''})")
     differences = {case: dice - reference[case] for case, dice in cases.items()
                    if dice is not None and reference[case] is not None}
     if not differences:
-        raise ValueError(f"{summary_file} and {reference_summary_file} have no case with a class to compare")
+        raise ValueError(f"{name} and {reference_name} have no case with a class to compare")
     return PairedComparison.of(differences)
+
+
+def compare_summaries(summary_file: str, reference_summary_file: str) -> PairedComparison:
+    """Two predictions of the same test cases, each evaluated by nnUNetv2_evaluate_folder."""
+    cases, reference = (dice_from_summary(f)["case_mean_dice"] for f in (summary_file, reference_summary_file))
+    return compare_case_dice(cases, reference, summary_file, reference_summary_file)
+
+
+def run_case_dice(results: dict, name: str) -> Dict[str, Optional[float]]:
+    """Per-case Dice of the run ``name`` in a results file; ``<run>:student_a`` for its student A alone."""
+    run_name, _, part = name.partition(":")
+    run = results["runs"].get(run_name)
+    if run is None:
+        raise ValueError(f"no run {run_name!r} in the results file; its runs: {', '.join(sorted(results['runs']))}")
+    if not part:
+        return run["case_mean_dice"]
+    if part != "student_a" or "student_a" not in run:
+        raise ValueError(f"{name}: a run has only ':student_a' after its name, for a two-student trainer's run")
+    return run["student_a"]["case_mean_dice"]
+
+
+def compare_runs(results_file: str, name: str, reference_name: str) -> PairedComparison:
+    """Two runs of a benchmark's results file (see :func:`run_case_dice` for the names)."""
+    results = load_results(results_file)
+    return compare_case_dice(run_case_dice(results, name), run_case_dice(results, reference_name), name,
+                             reference_name)
 
 
 def paired_table(results: dict) -> str:

@@ -413,6 +413,29 @@ def test_micd_compare_tests_two_predictions_case_by_case(tmp_path, capsys):
     assert "evaluate different cases (in only one of them: case9)" in capsys.readouterr().err
 
 
+def test_micd_compare_tests_two_runs_of_a_results_file(tmp_path, capsys):
+    from nnunetv2_micd.cli import main
+    cases = {f"case{i}": 0.5 + 0.02 * i for i in range(6)}
+    micd = _with_cases(_run("nnUNetTrainerMICD"), 0, {c: d + 0.01 for c, d in cases.items()})
+    micd["student_a"] = {"dice": micd["dice"], "mean_dice": micd["mean_dice"],
+                         "case_mean_dice": {**cases, "case0": 0.4}}
+    results_file = str(tmp_path / "results.json")
+    save_results(_results(_with_cases(_run(), 0, cases), micd), results_file)
+
+    main(["compare", "--results", results_file, "nnUNetTrainerMICD__labeled10__seed0",
+          "nnUNetTrainerBudget__labeled10__seed0"])
+    assert "6 cases, Dice (mean over classes) of the first minus the second: mean +0.0100, 6 better / 0 worse" \
+        in capsys.readouterr().out
+    main(["compare", "--results", results_file, "nnUNetTrainerMICD__labeled10__seed0:student_a",
+          "nnUNetTrainerBudget__labeled10__seed0"])
+    assert "mean -0.0167, 0 better / 1 worse, Wilcoxon signed-rank p = 1 " in capsys.readouterr().out
+    for name, message in (("nnUNetTrainerCPS__labeled10__seed0", "no run 'nnUNetTrainerCPS__labeled10__seed0'"),
+                          ("nnUNetTrainerBudget__labeled10__seed0:student_a", "only ':student_a' after its name")):
+        with pytest.raises(SystemExit):
+            main(["compare", "--results", results_file, name, "nnUNetTrainerBudget__labeled10__seed0"])
+        assert message in capsys.readouterr().err
+
+
 def test_time_left_comes_from_finished_runs_then_from_measured_steps(tmp_path):
     runner = _runner(tmp_path, [
         {"trainers": ["nnUNetTrainerBudget", "nnUNetTrainerMICD", "nnUNetTrainerCPS"], "labeled": [10],
