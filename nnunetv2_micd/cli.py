@@ -202,8 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-np", type=int, default=2, help="worker processes (default: 2)")
     p.set_defaults(func=_cmd_evaluate)
 
-    p = commands.add_parser("compare", help="two evaluated predictions of the same cases, case by case "
-                                            "(mean difference, cases better/worse, Wilcoxon p)")
+    p = commands.add_parser("compare", help="two evaluated predictions of the same cases, or two runs of a "
+                                            "benchmark, case by case (mean difference, cases better/worse, "
+                                            "Wilcoxon p)")
     p.add_argument("summary", help="summary.json of the predictions to compare (from nnUNetv2_evaluate_folder); "
                                    "with --results, a run's name (<run>:student_a for its student A alone)")
     p.add_argument("reference", help="summary.json of the predictions to compare them with; with --results, a run")

@@ -127,7 +127,7 @@ class PairedComparison(NamedTuple):
 
 def compare_case_dice(cases: Dict[str, Optional[float]], reference: Dict[str, Optional[float]], name: str,
                       reference_name: str) -> PairedComparison:
-    """Two models' Dice (mean over classes) on the same test cases, case by case: the first minus the second, as
+    """Two models' Dice (mean over classes) on the same held-out cases, case by case: the first minus the second, as
     the report compares a method with the baseline."""
     if cases.keys() != reference.keys():
         only = sorted(cases.keys() ^ reference.keys())
