@@ -9,15 +9,24 @@ class CommandFailed(RuntimeError):
     """One of nnU-Net's commands exited with an error; its output says why."""
 
 
+def micd_command(*args) -> List[str]:
+    """``micd ARGS`` with this interpreter, so that it needs no ``micd`` on PATH. Run it outside a checkout of this
+    project: ``python -m`` looks in the working directory first and would take the checkout's package instead of
+    the installed one."""
+    return [sys.executable, "-m", "nnunetv2_micd.cli", *map(str, args)]
+
+
 def run_command(command: List[str], environment: Dict[str, str], log_file: Optional[str] = None,
-                on_line: Optional[Callable[[str], None]] = None, pass_fds: Sequence[int] = ()) -> None:
-    """Runs ``command``, passing every output line to ``on_line`` and appending it to ``log_file``; ``pass_fds``
-    stay open in the command. On failure the last lines are printed and :class:`CommandFailed` names the command."""
+                on_line: Optional[Callable[[str], None]] = None, pass_fds: Sequence[int] = (),
+                cwd: Optional[str] = None) -> None:
+    """Runs ``command`` (in ``cwd`` if given), passing every output line to ``on_line`` and appending it to
+    ``log_file``; ``pass_fds`` stay open in the command. On failure the last lines are printed and
+    :class:`CommandFailed` names the command."""
     recent = deque(maxlen=40)
     log = open(log_file, "a") if log_file is not None else None
     try:
         with subprocess.Popen(command, env={**environment, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, pass_fds=pass_fds) as process:
+                              stderr=subprocess.STDOUT, text=True, pass_fds=pass_fds, cwd=cwd) as process:
             for line in process.stdout:
                 recent.append(line)
                 if log is not None:

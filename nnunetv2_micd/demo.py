@@ -4,7 +4,6 @@ Everything runs through nnU-Net's own commands, in nnU-Net folders inside the de
 nnUNet_raw, nnUNet_preprocessed and nnUNet_results are not touched).
 """
 import os
-import sys
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Tuple
@@ -12,7 +11,7 @@ from typing import Dict, List, Tuple
 import torch
 from batchgenerators.utilities.file_and_folder_operations import join, load_json, maybe_mkdir_p
 
-from nnunetv2_micd.commands import run_command
+from nnunetv2_micd.commands import micd_command, run_command
 from nnunetv2_micd.dataset.synthetic import LABELS, SyntheticSpec, write_synthetic_dataset
 from nnunetv2_micd.plotting import grouped_bars
 from nnunetv2_micd.tables import markdown_table
@@ -38,9 +37,9 @@ class Demo:
     def __init__(self, settings: DemoSettings):
         self.settings = settings
         self.started = time.time()
-        root = os.path.abspath(settings.work_folder)
-        self.folders = {key: join(root, key) for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
-        self.predictions = join(root, "predictions")
+        self.root = os.path.abspath(settings.work_folder)
+        self.folders = {key: join(self.root, key) for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+        self.predictions = join(self.root, "predictions")
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         from nnunetv2_micd.cli import trainer_path
         self.environment = {**os.environ, **self.folders, "nnUNet_extTrainer": trainer_path(),
@@ -55,11 +54,11 @@ class Demo:
         print(f"[micd demo {minutes:02d}:{seconds:02d}] {message}", flush=True)
 
     def run(self, command: List[str], show_progress: bool = False) -> None:
-        """Runs an nnU-Net command, showing its progress lines."""
+        """Runs a command in the work folder (see :func:`micd_command`), showing its progress lines."""
         def show(line: str) -> None:
             if show_progress and any(marker in line for marker in PROGRESS_MARKERS):
                 print("    " + line.rstrip(), flush=True)
-        run_command(command, self.environment, on_line=show)
+        run_command(command, self.environment, on_line=show, cwd=self.root)
 
     def prepare_dataset(self) -> None:
         for folder in self.folders.values():
@@ -73,9 +72,8 @@ class Demo:
         self.say("nnUNetv2_plan_and_preprocess")
         self.run(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "3d_fullres", "-np", "2"])
         self.say("micd tiny-plans and micd preprocess-unlabeled")
-        self.run([sys.executable, "-m", "nnunetv2_micd.cli", "tiny-plans", "-d", str(DATASET_ID)])
-        self.run([sys.executable, "-m", "nnunetv2_micd.cli", "preprocess-unlabeled", "-d", str(DATASET_ID),
-                  "-c", "3d_fullres", "-np", "2"])
+        self.run(micd_command("tiny-plans", "-d", DATASET_ID))
+        self.run(micd_command("preprocess-unlabeled", "-d", DATASET_ID, "-c", "3d_fullres", "-np", "2"))
 
     def train_predict_evaluate(self, trainer: str) -> Dict:
         settings = self.settings

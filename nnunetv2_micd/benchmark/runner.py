@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from datetime import datetime, timezone
 from typing import Dict, List, Optional
@@ -34,7 +33,7 @@ import nnunetv2_micd
 from nnunetv2_micd.benchmark.lock import WorkFolderLock, running_benchmark
 from nnunetv2_micd.benchmark.protocol import ALL_LABELED, Protocol, ProtocolError, RunSpec
 from nnunetv2_micd.benchmark.results import CURVE_KEYS, dice_from_summary, empty_results, load_results, save_results
-from nnunetv2_micd.commands import run_command
+from nnunetv2_micd.commands import micd_command, run_command
 from nnunetv2_micd.training.nnUNetTrainerBudget import EFFECTIVE_CONFIG_FILE
 
 RESULTS_FILE = "results.json"
@@ -83,8 +82,10 @@ class BenchmarkRunner:
     def say(self, message: str) -> None:
         print(f"[micd benchmark {_format_duration(time.time() - self.started)}] {message}", flush=True)
 
-    def micd_command(self, *args) -> List[str]:
-        return [sys.executable, "-m", "nnunetv2_micd.cli", *map(str, args)]
+    def micd(self, *args, environment: Optional[Dict[str, str]] = None, log_file: Optional[str] = None) -> None:
+        """Runs ``micd ARGS`` in the work folder, never in a checkout of this project that the user may stand in
+        (see :func:`micd_command`)."""
+        run_command(micd_command(*args), environment or self.environment, log_file, cwd=self.work)
 
     # ------------------------------------------------------------------ datasets
     @property
@@ -155,7 +156,7 @@ class BenchmarkRunner:
         if tiny:  # what the protocol leaves out keeps micd tiny-plans' own default
             options = (["--features", ",".join(map(str, tiny["features"]))] if "features" in tiny else []) + \
                       (["--batch-size", tiny["batch_size"]] if "batch_size" in tiny else [])
-            run_command(self.micd_command("tiny-plans", "-d", self.source_name, *options), self.environment)
+            self.micd("tiny-plans", "-d", self.source_name, *options)
 
     def _make_dataset(self, labeled) -> None:
         name, plans = self.dataset_name(labeled), self.protocol.plans_name
@@ -165,10 +166,9 @@ class BenchmarkRunner:
             return
         self.say(f"making and preprocessing {name} ({labeled} labeled)")
         if not isdir(join(self.raw, name)):
-            run_command(self.micd_command("make-ssl-dataset", "-d", self.source_name, "-o", name, "--labeled",
-                                          "100%" if labeled == ALL_LABELED else labeled, "--test",
-                                          self.protocol.values["test_cases"], "--seed",
-                                          self.protocol.values["split_seed"]), self.environment)
+            self.micd("make-ssl-dataset", "-d", self.source_name, "-o", name, "--labeled",
+                      "100%" if labeled == ALL_LABELED else labeled, "--test", self.protocol.values["test_cases"],
+                      "--seed", self.protocol.values["split_seed"])
         # nnU-Net's trainer keeps a copy of the fingerprint, its preprocessor reads dataset.json from here (what
         # nnUNetv2_plan_and_preprocess would have written); the plans are the source's
         run_command(["nnUNetv2_extract_fingerprint", "-d", str(self.protocol.dataset_id(labeled)), "-np", "2"],
@@ -179,8 +179,7 @@ class BenchmarkRunner:
         run_command(["nnUNetv2_preprocess", "-d", str(self.protocol.dataset_id(labeled)), "-plans_name", plans,
                      "-c", configuration, "-np", "2"], self.environment)
         if load_json(join(self.raw, name, "dataset.json"))["numUnlabeled"] > 0:
-            run_command(self.micd_command("preprocess-unlabeled", "-d", name, "-c", configuration, "-p", plans,
-                                          "-np", "2"), self.environment)
+            self.micd("preprocess-unlabeled", "-d", name, "-c", configuration, "-p", plans, "-np", "2")
         with open(done_marker, "w"):
             pass
 
@@ -266,10 +265,9 @@ class BenchmarkRunner:
         self.say(f"measuring seconds per step and memory of {', '.join(trainers)} ({self.protocol.cost_steps} "
                  f"steps each)")
         output = join(self.work, "cost.json")
-        run_command(self.micd_command("bench-step", "-d", self.protocol.dataset_id(labeled), "-c",
-                                      self.protocol.configuration, "-p", self.protocol.plans_name, "--steps",
-                                      self.protocol.cost_steps, "--compare", *trainers, "--json", output),
-                    {**self.environment, "MICD_SEED": "0"}, join(self.work, "cost.log"))
+        self.micd("bench-step", "-d", self.protocol.dataset_id(labeled), "-c", self.protocol.configuration, "-p",
+                  self.protocol.plans_name, "--steps", self.protocol.cost_steps, "--compare", *trainers, "--json",
+                  output, environment={**self.environment, "MICD_SEED": "0"}, log_file=join(self.work, "cost.log"))
         measured = load_json(output)
         self.results["cost"] = {"device": measured["device"], "steps": self.protocol.cost_steps,
                                 "trainers": {name: measured["trainers"][name] for name in trainers}}
@@ -431,8 +429,9 @@ class BenchmarkRunner:
             if entry is None or changed is not None:
                 to_do.append(run)
             lines.append(f"run {number}/{len(runs)}: {run.describe()}: {state}")
-        lines.append(f"{len(runs) - len(to_do)} of {len(runs)} runs finished; time left about "
-                     f"{_format_duration(self.estimated_seconds_left(to_do))}"
+        left = self.estimated_seconds_left(to_do)
+        lines.append(f"{len(runs) - len(to_do)} of {len(runs)} runs finished; time left "
+                     + ("unknown" if left is None else f"about {_format_duration(left)}")
                      + (f"; {len(self.results['superseded'])} superseded run(s) kept in "
                         f"{join(self.work, 'superseded')}" if self.results.get("superseded") else ""))
         return lines
@@ -477,10 +476,9 @@ class BenchmarkRunner:
         self.say(f"  predicting and evaluating the {self.protocol.held_out} split with student A alone")
         folder = join(self.run_folder(run), "student_a")
         results_root = join(folder, "nnUNet_results")
-        run_command(self.micd_command("export-plain", "-i", os.path.dirname(self.model_folder(run)), "-o",
-                                      join(results_root, self.dataset_name(run.labeled),
-                                           f"nnUNetTrainer__{self.protocol.plans_name}__"
-                                           f"{self.protocol.configuration}"), "-f", "all"), self.environment)
+        self.micd("export-plain", "-i", os.path.dirname(self.model_folder(run)), "-o",
+                  join(results_root, self.dataset_name(run.labeled),
+                       f"nnUNetTrainer__{self.protocol.plans_name}__{self.protocol.configuration}"), "-f", "all")
         environment = {**self.run_environment(run), "nnUNet_results": results_root}
         predictions = self._predict_and_evaluate(run, environment, "nnUNetTrainer", join(folder, "predictions"))
         return dice_from_summary(join(predictions, "summary.json"))

@@ -523,6 +523,7 @@ def test_one_benchmark_at_a_time_per_work_folder_and_status_names_its_run(tmp_pa
     assert lines[0].endswith(f": a benchmark is running here (process {os.getpid()})")
     assert lines[1].endswith(f"training reached epoch 3/{epochs}, interrupted: a restart continues there")
     assert lines[2].endswith(f"training reached epoch 3/{epochs}, running")
+    assert lines[3] == "0 of 2 runs finished; time left unknown"  # no finished run, no measured cost
     assert running_benchmark(str(work)) is not None
     training.kill()
     training.wait()
