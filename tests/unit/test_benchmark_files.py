@@ -75,10 +75,10 @@ def test_every_builtin_protocol_is_valid(name):
 
 
 def test_the_ablation_protocol_holds_out_the_tuning_protocols_validation_cases_and_keeps_the_rules():
-    tuning, ablation = (load_protocol(f"hippocampus_cpu_{name}")[0].values for name in ("tuning", "ablation"))
+    tuning, ablation = (load_protocol(f"hippocampus_cpu_{name}")[0] for name in ("tuning", "ablation"))
     same = ("source", "test_cases", "held_out", "split_seed", "configuration", "tiny_plans", "budget")
-    assert {key: ablation[key] for key in same} == {key: tuning[key] for key in same}
-    assert load_protocol("hippocampus_cpu_ablation")[0].labeled_counts == [5]
+    assert {key: ablation.values[key] for key in same} == {key: tuning.values[key] for key in same}
+    assert ablation.labeled_counts == [5]
 
 
 PUBLISHED_RESULTS = sorted(str(path) for path in
