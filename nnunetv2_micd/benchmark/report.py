@@ -276,7 +276,7 @@ def write_report(results_file: str, output_folder: str) -> str:
     text = "\n".join([
         f"# Benchmark {protocol['name']}", "",
         protocol.get("description", ""), "",
-        f"{finished} finished runs{left_out}; every trainer trained for {budget['num_epochs']} × "
+        f"{finished} finished run{'' if finished == 1 else 's'}{left_out}; every trainer trained for {budget['num_epochs']} × "
         f"{budget['iterations_per_epoch']} steps on fold `all` of its labeled cases and predicted the "
         f"{next(iter(results['runs'].values()))['num_test']} {held_out} cases from `checkpoint_final.pth`. "
         f"Dice on them from nnU-Net's evaluation; mean ± sample standard deviation over seeds. Gap closed: "

@@ -303,6 +303,15 @@ def test_report_leaves_superseded_runs_out_and_says_so(tmp_path):
     assert "the 2 test cases" in report and "Mean test Dice against" in report
 
 
+def test_report_counts_a_single_finished_run_in_the_singular(tmp_path):
+    from nnunetv2_micd.benchmark.report import write_report
+    results = _results(_run(mean_dice=0.8))
+    results["protocol"] = load_protocol("hippocampus_cpu")[0].values
+    save_results(results, str(tmp_path / "results.json"))
+    report = open(write_report(str(tmp_path / "results.json"), str(tmp_path / "report"))).read()
+    assert "1 finished run; every trainer" in report
+
+
 def test_a_tuning_protocol_calls_its_held_out_cases_validation_cases(tmp_path):
     from nnunetv2_micd.benchmark.report import write_report
     protocol = load_protocol("hippocampus_cpu_tuning")[0]
