@@ -276,9 +276,10 @@ def write_report(results_file: str, output_folder: str) -> str:
     text = "\n".join([
         f"# Benchmark {protocol['name']}", "",
         protocol.get("description", ""), "",
-        f"{finished} finished run{'' if finished == 1 else 's'}{left_out}; every trainer trained for {budget['num_epochs']} × "
-        f"{budget['iterations_per_epoch']} steps on fold `all` of its labeled cases and predicted the "
-        f"{next(iter(results['runs'].values()))['num_test']} {held_out} cases from `checkpoint_final.pth`. "
+        f"{finished} finished run{'' if finished == 1 else 's'}{left_out}; every trainer trained for "
+        f"{budget['num_epochs']} × {budget['iterations_per_epoch']} steps on fold `all` of its labeled cases and "
+        f"predicted the {next(iter(results['runs'].values()))['num_test']} {held_out} cases from "
+        f"`checkpoint_final.pth`. "
         f"Dice on them from nnU-Net's evaluation; mean ± sample standard deviation over seeds. Gap closed: "
         f"(method − {LABELED_ONLY_TRAINER}) / ({UPPER_BOUND} − {LABELED_ONLY_TRAINER}) at the same labeled cases."
         + (STUDENT_A_NOTE if any("student_a" in run for run in results["runs"].values()) else ""),
