@@ -45,7 +45,8 @@ class Demo:
         self.environment = {**os.environ, **self.folders, "nnUNet_extTrainer": trainer_path(),
                             "MICD_NUM_EPOCHS": str(settings.epochs),
                             "MICD_ITERS_PER_EPOCH": str(settings.iterations_per_epoch),
-                            "MICD_VAL_ITERS": "5", "MICD_SEED": str(settings.seed)}
+                            "MICD_VAL_ITERS": "5", "MICD_SEED": str(settings.seed),
+                            "MICD_FINAL_VALIDATION": "0"}  # the test volumes are predicted instead
         self.environment.setdefault("nnUNet_def_n_proc", "2")
         self.environment.pop("MICD_CONFIG", None)  # the demo shows the defaults
 

@@ -238,7 +238,8 @@ class BenchmarkRunner:
         environment = {**self.environment, "nnUNet_results": join(self.run_folder(run), "nnUNet_results"),
                        "MICD_NUM_EPOCHS": str(budget["num_epochs"]),
                        "MICD_ITERS_PER_EPOCH": str(budget["iterations_per_epoch"]),
-                       "MICD_VAL_ITERS": str(budget["val_iterations"]), "MICD_SEED": str(run.seed)}
+                       "MICD_VAL_ITERS": str(budget["val_iterations"]), "MICD_SEED": str(run.seed),
+                       "MICD_FINAL_VALIDATION": "0"}  # fold 'all' would validate on its training cases
         config = self.protocol.method_config(run)
         if config:
             config_file = join(self.run_folder(run), "method_config.json")

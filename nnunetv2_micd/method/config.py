@@ -4,8 +4,8 @@
 
 - ``MICD_CONFIG=path/to/config.json`` overrides any field of the trainer's configuration (:class:`MICDConfig`,
   :class:`MeanTeacherConfig`; unknown keys or bad values stop training before it starts);
-- ``MICD_NUM_EPOCHS``, ``MICD_ITERS_PER_EPOCH``, ``MICD_VAL_ITERS``, ``MICD_SAVE_EVERY`` and ``MICD_SEED`` set the
-  :class:`TrainingBudget`.
+- ``MICD_NUM_EPOCHS``, ``MICD_ITERS_PER_EPOCH``, ``MICD_VAL_ITERS``, ``MICD_SAVE_EVERY``, ``MICD_SEED`` and
+  ``MICD_FINAL_VALIDATION`` set the :class:`TrainingBudget`.
 """
 import json
 import os
@@ -173,6 +173,15 @@ def _int_from_environment(name: str, default: Optional[int], minimum: int = 1) -
     return value
 
 
+def _flag_from_environment(name: str, default: bool) -> bool:
+    text = os.environ.get(name)
+    if text is None or text == "":
+        return default
+    if text.lower() not in ("0", "1", "false", "true"):
+        raise ConfigError(f"{name} must be 0 or 1, got {text!r}")
+    return text.lower() in ("1", "true")
+
+
 @dataclass(frozen=True)
 class TrainingBudget:
     """How long a run trains; equal budgets make a baseline and MICD comparable. Defaults are nnU-Net's, except
@@ -183,6 +192,9 @@ class TrainingBudget:
     #: write checkpoint_latest.pth every this many epochs (nnU-Net writes it every 50)
     save_every: int = 1
     seed: Optional[int] = None
+    #: nnU-Net's validation after training; runs that predict a held-out split instead can leave it out (on fold
+    #: 'all' it validates on the training cases)
+    final_validation: bool = True
 
     @classmethod
     def from_environment(cls) -> "TrainingBudget":
@@ -193,6 +205,7 @@ class TrainingBudget:
             val_iterations=_int_from_environment("MICD_VAL_ITERS", default.val_iterations),
             save_every=_int_from_environment("MICD_SAVE_EVERY", default.save_every),
             seed=_int_from_environment("MICD_SEED", None, minimum=0),
+            final_validation=_flag_from_environment("MICD_FINAL_VALIDATION", default.final_validation),
         )
 
     @property

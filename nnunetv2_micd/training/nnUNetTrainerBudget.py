@@ -31,6 +31,7 @@ class nnUNetTrainerBudget(nnUNetTrainer):
         self.num_iterations_per_epoch = self.budget.iterations_per_epoch
         self.num_val_iterations_per_epoch = self.budget.val_iterations
         self.save_every = self.budget.save_every
+        self.trained_in_this_process = False
         if self.budget.seed is not None:
             # every rank of a multi-GPU run draws its own patches; DDP gives all ranks rank 0's initial weights
             seed_everything(self.budget.seed + self.local_rank)
@@ -38,6 +39,18 @@ class nnUNetTrainerBudget(nnUNetTrainer):
     def effective_config(self) -> dict:
         """What this run was configured with; written next to the checkpoints."""
         return {"trainer": self.__class__.__name__, "budget": self.budget.to_dict()}
+
+    def on_train_end(self):
+        super().on_train_end()
+        self.trained_in_this_process = True
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        """nnU-Net's, unless MICD_FINAL_VALIDATION=0 leaves it out after training (``nnUNetv2_train --val`` always
+        validates)."""
+        if self.trained_in_this_process and not self.budget.final_validation:
+            self.print_to_log_file("Final validation left out (MICD_FINAL_VALIDATION=0)")
+            return
+        super().perform_actual_validation(save_probabilities)
 
     def save_checkpoint(self, filename: str) -> None:
         """nnU-Net's checkpoint, written to a temporary file and renamed: a crash while saving leaves the previous

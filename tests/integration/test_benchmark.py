@@ -32,7 +32,7 @@ PROTOCOL = {
     "method_configs": {"nnUNetTrainerMICD": {"rampup_fraction": 0.5}},
     "runs": [
         {"trainers": TRAINERS, "labeled": [2], "seeds": [0]},
-        {"trainers": ["nnUNetTrainerBudget"], "labeled": [4, "all"], "seeds": [0]},
+        {"trainers": ["nnUNetTrainerBudget"], "labeled": ["all"], "seeds": [0]},
     ],
 }
 
@@ -110,8 +110,7 @@ def finished_benchmark(protocol_file, nnunet_folders, tmp_path_factory):
 
 def test_every_run_is_trained_predicted_and_evaluated(finished_benchmark, protocol_file):
     results = finished_benchmark["results"]
-    names = {f"{t}__labeled2__seed0" for t in TRAINERS} | {"nnUNetTrainerBudget__labeled4__seed0",
-                                                          "nnUNetTrainerBudget__labeledall__seed0"}
+    names = {f"{t}__labeled2__seed0" for t in TRAINERS} | {"nnUNetTrainerBudget__labeledall__seed0"}
     assert set(results["runs"]) == names
     assert schema_problems(results) == []
     for run in results["runs"].values():
@@ -143,6 +142,24 @@ def test_every_run_is_trained_predicted_and_evaluated(finished_benchmark, protoc
                for name, config in expected.items())
 
 
+
+def test_final_validation_is_left_out_after_training_but_not_when_asked_for(finished_benchmark, trainer_environment):
+    """The benchmark predicts its held-out split; nnU-Net's validation on fold 'all' (the training cases) is left
+    out, and ``nnUNetv2_train --val`` still validates with the variable set."""
+    run_folder = finished_benchmark["work"] / "runs" / "nnUNetTrainerBudget__labeled2__seed0"
+    model, = (run_folder / "nnUNet_results").glob("*/*/fold_all")
+    assert not (model / "validation").exists()
+    assert "Final validation left out (MICD_FINAL_VALIDATION=0)" in (run_folder / "train.log").read_text()
+    work = finished_benchmark["work"]
+    environment = {**trainer_environment, "nnUNet_raw": str(work / "nnUNet_raw"),
+                   "nnUNet_preprocessed": str(work / "nnUNet_preprocessed"),
+                   "nnUNet_results": str(run_folder / "nnUNet_results"), "MICD_FINAL_VALIDATION": "0"}
+    validation = subprocess.run(["nnUNetv2_train", "810", "3d_fullres", "all", "-tr", "nnUNetTrainerBudget", "-p",
+                                 "nnUNetPlans_tiny", "-device", "cpu", "--val"], capture_output=True, text=True,
+                                env=environment)
+    assert validation.returncode == 0, validation.stderr[-3000:]
+    assert (model / "validation" / "summary.json").is_file()
+
 def test_an_interrupted_benchmark_continues_where_it_stopped(finished_benchmark):
     before, after = finished_benchmark["results_before"], finished_benchmark["results"]
     for name in finished_benchmark["finished_before"]:
@@ -170,7 +187,7 @@ def test_a_finished_benchmark_run_again_redoes_nothing(finished_benchmark, proto
     result = micd("benchmark", protocol_file, "-o", finished_benchmark["work"], "--only", "nnUNetTrainerBudget",
                   env={**os.environ, "nnUNet_n_proc_DA": "0"})
     assert "running only the runs of nnUNetTrainerBudget" in result.stdout
-    assert "6 of 6 runs finished" in result.stdout and "superseded" not in result.stdout
+    assert "5 of 5 runs finished" in result.stdout and "superseded" not in result.stdout
     assert load_results(str(finished_benchmark["work"] / "results.json")) == finished_benchmark["results"]
 
 
@@ -193,17 +210,17 @@ def test_results_carried_to_a_new_work_folder_resume_there(finished_benchmark, p
     only if the recorded runs were evaluated on the held-out cases the new datasets hold."""
     recorded = json.loads((finished_benchmark["work"] / "results.json").read_text())
     moved = copy.deepcopy(recorded)
-    run = moved["runs"]["nnUNetTrainerBudget__labeled4__seed0"]
+    run = moved["runs"]["nnUNetTrainerBudget__labeled2__seed0"]
     run["case_mean_dice"] = {f"other_{case}": dice for case, dice in run["case_mean_dice"].items()}
     (tmp_path / "results.json").write_text(json.dumps(moved))
     environment = {**os.environ, "nnUNet_n_proc_DA": "0"}
     refused = subprocess.run([sys.executable, "-m", "nnunetv2_micd.cli", "benchmark", str(protocol_file), "-o",
                               str(tmp_path)], capture_output=True, text=True, env=environment)
     assert refused.returncode == 1
-    assert "nnUNetTrainerBudget__labeled4__seed0" in refused.stderr and "other held-out cases" in refused.stderr
+    assert "nnUNetTrainerBudget__labeled2__seed0" in refused.stderr and "other held-out cases" in refused.stderr
     (tmp_path / "results.json").write_text(json.dumps(recorded))
     result = micd("benchmark", protocol_file, "-o", tmp_path, env=environment)
-    assert "6 runs, 6 already finished" in result.stdout and "6 of 6 runs finished" in result.stdout
+    assert "5 runs, 5 already finished" in result.stdout and "5 of 5 runs finished" in result.stdout
     assert not (tmp_path / "runs").exists()
     assert load_results(str(tmp_path / "results.json"))["runs"] == recorded["runs"]
 
@@ -227,7 +244,7 @@ def test_a_changed_protocol_is_refused(finished_benchmark, protocol_file, tmp_pa
 
 def test_a_dataset_made_for_another_labeled_count_is_refused(finished_benchmark, protocol_file, tmp_path):
     def three_labeled(protocol):
-        protocol["runs"][1]["labeled"] = [3, "all"]  # Dataset811 now stands for 3 labeled cases, but holds 4
+        protocol["runs"][0]["labeled"] = [3]  # Dataset810 now stands for 3 labeled cases, but holds 2
     result = _benchmark_with_changed_protocol(three_labeled, finished_benchmark, protocol_file, tmp_path)
     assert result.returncode == 1
     assert "does not have 3 labeled cases" in result.stderr
@@ -244,7 +261,7 @@ def test_report_writes_table_and_pictures(finished_benchmark, tmp_path):
     assert rows == [("nnUNetTrainerBudget", "2"), ("nnUNetTrainerCPS", "2"),
                     ("nnUNetTrainerCPS, student A alone", "2"), ("nnUNetTrainerMICD", "2"),
                     ("nnUNetTrainerMICD, student A alone", "2"),
-                    ("nnUNetTrainerMeanTeacher", "2"), ("nnUNetTrainerBudget", "4"), ("fully supervised", "6")]
+                    ("nnUNetTrainerMeanTeacher", "2"), ("fully supervised", "6")]
     paired = [row.split(" | ")[:3] for row in paired_part.splitlines() if row.startswith("| nnUNet")]
     assert paired == [["| nnUNetTrainerCPS", "2", "1"], ["| nnUNetTrainerCPS, student A alone", "2", "1"],
                       ["| nnUNetTrainerMICD", "2", "1"], ["| nnUNetTrainerMICD, student A alone", "2", "1"],

@@ -49,7 +49,8 @@ def test_a_variant_fixed_field_cannot_be_changed_by_the_file(tmp_path, monkeypat
 
 
 def test_budget_from_environment(monkeypatch):
-    for key in ("MICD_NUM_EPOCHS", "MICD_ITERS_PER_EPOCH", "MICD_VAL_ITERS", "MICD_SAVE_EVERY", "MICD_SEED"):
+    for key in ("MICD_NUM_EPOCHS", "MICD_ITERS_PER_EPOCH", "MICD_VAL_ITERS", "MICD_SAVE_EVERY", "MICD_SEED",
+                "MICD_FINAL_VALIDATION"):
         monkeypatch.delenv(key, raising=False)
     assert TrainingBudget.from_environment() == TrainingBudget()
     monkeypatch.setenv("MICD_NUM_EPOCHS", "3")
@@ -57,6 +58,13 @@ def test_budget_from_environment(monkeypatch):
     monkeypatch.setenv("MICD_SEED", "0")
     budget = TrainingBudget.from_environment()
     assert (budget.num_epochs, budget.total_steps, budget.seed) == (3, 21, 0)
+    assert budget.final_validation
+    monkeypatch.setenv("MICD_FINAL_VALIDATION", "0")
+    assert not TrainingBudget.from_environment().final_validation
+    monkeypatch.setenv("MICD_FINAL_VALIDATION", "no")
+    with pytest.raises(ConfigError, match="MICD_FINAL_VALIDATION must be 0 or 1"):
+        TrainingBudget.from_environment()
+    monkeypatch.setenv("MICD_FINAL_VALIDATION", "1")
     monkeypatch.setenv("MICD_VAL_ITERS", "many")
     with pytest.raises(ConfigError, match="MICD_VAL_ITERS must be an integer"):
         TrainingBudget.from_environment()
