@@ -47,7 +47,7 @@ def test_real_mri_through_the_documented_flow(msd_subset, nnunet_folders, traine
     micd("tiny-plans", "-d", SSL_ID)
 
     environment = {**trainer_environment, "MICD_NUM_EPOCHS": "1", "MICD_ITERS_PER_EPOCH": "5",
-                   "MICD_VAL_ITERS": "1", "MICD_SEED": "0"}
+                   "MICD_VAL_ITERS": "1", "MICD_SEED": "0", "MICD_FINAL_VALIDATION": "0"}  # fold all: no held-out
     run(["nnUNetv2_train", str(SSL_ID), "3d_fullres", "all", "-tr", "nnUNetTrainerMICD", "-p", "nnUNetPlans_tiny",
          "-device", "cpu"], env=environment)
     predictions = tmp_path / "predictions"

@@ -7,6 +7,7 @@ import pytest
 import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_micd.method.config import ConfigError
 from nnunetv2_micd.method.networks import DualBranchNetwork
@@ -110,6 +111,22 @@ def test_budget_trainer_honours_the_budget(environment):
     output = Path(trainer.output_folder)
     assert (output / "checkpoint_final.pth").is_file() and not list(output.glob("*.tmp"))  # renamed into place
 
+
+@pytest.mark.parametrize("name", ["nnUNetTrainerBudget", "nnUNetTrainerMICD"])
+def test_final_validation_is_left_out_after_training_only(environment, monkeypatch, name):
+    """MICD_FINAL_VALIDATION=0: nnUNetv2_train validates after training, which is left out, or instead of it (--val),
+    which is not."""
+    monkeypatch.setenv("MICD_FINAL_VALIDATION", "0")
+    validated = []
+    monkeypatch.setattr(nnUNetTrainer, "perform_actual_validation",
+                        lambda self, save_probabilities=False: validated.append(self))
+    asked_for = _trainer(environment, name)
+    asked_for.perform_actual_validation()
+    assert validated == [asked_for]
+    trained = _trainer(environment, name)
+    _one_step(trained)
+    trained.perform_actual_validation()
+    assert validated == [asked_for]
 
 @pytest.mark.parametrize("name", ["nnUNetTrainerBudget", "nnUNetTrainerMeanTeacher"])
 @pytest.mark.parametrize("rank, disabled", [(1, False), (0, True)])
