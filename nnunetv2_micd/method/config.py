@@ -178,7 +178,7 @@ def _flag_from_environment(name: str, default: bool) -> bool:
     if text is None or text == "":
         return default
     if text.lower() not in ("0", "1", "false", "true"):
-        raise ConfigError(f"{name} must be 0 or 1, got {text!r}")
+        raise ConfigError(f"{name} must be 0 or 1 (or false, true), got {text!r}")
     return text.lower() in ("1", "true")
 
 

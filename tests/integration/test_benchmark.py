@@ -146,7 +146,6 @@ def test_every_run_is_trained_predicted_and_evaluated(finished_benchmark, protoc
                for name, config in expected.items())
 
 
-
 def test_an_interrupted_benchmark_continues_where_it_stopped(finished_benchmark):
     before, after = finished_benchmark["results_before"], finished_benchmark["results"]
     for name in finished_benchmark["finished_before"]:

@@ -128,6 +128,7 @@ def test_final_validation_is_left_out_after_training_only(environment, monkeypat
     trained.perform_actual_validation()
     assert validated == [asked_for]
 
+
 @pytest.mark.parametrize("name", ["nnUNetTrainerBudget", "nnUNetTrainerMeanTeacher"])
 @pytest.mark.parametrize("rank, disabled", [(1, False), (0, True)])
 def test_only_rank_0_writes_checkpoints(environment, tmp_path, name, rank, disabled):
