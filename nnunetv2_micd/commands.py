@@ -16,6 +16,13 @@ def micd_command(*args) -> List[str]:
     return [sys.executable, "-m", "nnunetv2_micd.cli", *map(str, args)]
 
 
+def prediction_workers(device: str) -> List[str]:
+    """nnUNetv2_predict's worker arguments on ``device``. On the CPU, workers would share the network's cores and
+    each spends seconds importing nnU-Net first, so prediction runs in one process (nnU-Net's sequential mode);
+    beside a GPU, one worker preprocesses the next case while another exports the last."""
+    return ["-npp", "0", "-nps", "0"] if device == "cpu" else ["-npp", "1", "-nps", "1"]
+
+
 def run_command(command: List[str], environment: Dict[str, str], log_file: Optional[str] = None,
                 on_line: Optional[Callable[[str], None]] = None, pass_fds: Sequence[int] = (),
                 cwd: Optional[str] = None) -> None:

@@ -11,7 +11,7 @@ from typing import Dict, List, Tuple
 import torch
 from batchgenerators.utilities.file_and_folder_operations import join, load_json, maybe_mkdir_p
 
-from nnunetv2_micd.commands import micd_command, run_command
+from nnunetv2_micd.commands import micd_command, prediction_workers, run_command
 from nnunetv2_micd.dataset.synthetic import LABELS, SyntheticSpec, write_synthetic_dataset
 from nnunetv2_micd.plotting import grouped_bars
 from nnunetv2_micd.tables import markdown_table
@@ -87,7 +87,7 @@ class Demo:
         self.say(f"nnUNetv2_predict and nnUNetv2_evaluate_folder ({trainer})")
         self.run(["nnUNetv2_predict", "-i", join(raw, "imagesTs"), "-o", output, "-d", str(DATASET_ID),
                   "-c", "3d_fullres", "-f", "all", "-tr", trainer, "-p", PLANS, "-device", self.device,
-                  "-npp", "1", "-nps", "1"])
+                  *prediction_workers(self.device)])
         preprocessed = join(self.folders["nnUNet_preprocessed"], DATASET_NAME)
         self.run(["nnUNetv2_evaluate_folder", join(raw, "labelsTs"), output, "-djfile",
                   join(preprocessed, "dataset.json"), "-pfile", join(preprocessed, PLANS + ".json"), "-np", "2"])

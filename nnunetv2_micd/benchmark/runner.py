@@ -33,7 +33,7 @@ import nnunetv2_micd
 from nnunetv2_micd.benchmark.lock import WorkFolderLock, running_benchmark
 from nnunetv2_micd.benchmark.protocol import ALL_LABELED, Protocol, ProtocolError, RunSpec
 from nnunetv2_micd.benchmark.results import CURVE_KEYS, dice_from_summary, empty_results, load_results, save_results
-from nnunetv2_micd.commands import micd_command, run_command
+from nnunetv2_micd.commands import micd_command, prediction_workers, run_command
 from nnunetv2_micd.training.nnUNetTrainerBudget import EFFECTIVE_CONFIG_FILE
 
 RESULTS_FILE = "results.json"
@@ -531,7 +531,8 @@ class BenchmarkRunner:
         log_file = join(os.path.dirname(predictions), "predict.log")
         run_command(["nnUNetv2_predict", "-i", join(self.raw, name, "imagesTs"), "-o", predictions, "-d", name,
                      "-c", self.protocol.configuration, "-p", self.protocol.plans_name, "-tr", trainer,
-                     "-f", "all", "-chk", "checkpoint_final.pth", "-device", self.device, "-npp", "1", "-nps", "1"],
+                     "-f", "all", "-chk", "checkpoint_final.pth", "-device", self.device,
+                     *prediction_workers(self.device)],
                     environment, log_file)
         run_command(["nnUNetv2_evaluate_folder", join(self.raw, name, "labelsTs"), predictions,
                      "-djfile", join(self.preprocessed, name, "dataset.json"),

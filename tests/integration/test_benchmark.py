@@ -130,8 +130,10 @@ def test_every_run_is_trained_predicted_and_evaluated(finished_benchmark, protoc
         student_a = finished_benchmark["work"] / "runs" / f"{trainer}__labeled2__seed0" / "student_a"
         assert (student_a / "predictions" / "summary.json").is_file()
         assert len(list(student_a.glob("nnUNet_results/*/nnUNetTrainer__*/fold_all/checkpoint_final.pth"))) == 1
-    # the held-out split is predicted; nnU-Net's validation on fold 'all' (the training cases) is left out
+    # the held-out split is predicted, on the CPU in one process; nnU-Net's validation on fold 'all' (the
+    # training cases) is left out
     for run_folder in (finished_benchmark["work"] / "runs").iterdir():
+        assert "Running in non-multiprocessing mode" in (run_folder / "predict.log").read_text()
         assert "Final validation left out (MICD_FINAL_VALIDATION=0)" in (run_folder / "train.log").read_text()
         assert not list((run_folder / "nnUNet_results").glob("*/*/fold_all/validation"))
     micd_run = results["runs"]["nnUNetTrainerMICD__labeled2__seed0"]
