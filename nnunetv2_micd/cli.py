@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("export-plain",
                             help="write student A as a plain nnUNetTrainer model folder (no micd needed to predict)")
-    p.add_argument("-i", required=True, help="MICD model folder (nnUNet_results/<dataset>/<trainer>__<plans>__<config>)")
+    p.add_argument("-i", required=True,
+                   help="MICD model folder (nnUNet_results/<dataset>/<trainer>__<plans>__<config>)")
     p.add_argument("-o", required=True, help="output model folder (use with nnUNetv2_predict_from_modelfolder)")
     p.add_argument("-f", nargs="+", default=None, help="folds to export (default: all found)")
     p.set_defaults(func=_cmd_export_plain)

@@ -287,8 +287,8 @@ def write_report(results_file: str, output_folder: str) -> str:
         "## Case by case against the labeled-only baseline", "",
         f"Per {held_out} case: the method's Dice (mean over classes) minus {LABELED_ONLY_TRAINER}'s at the same "
         f"labeled cases, averaged over the seeds both were trained with; the Wilcoxon signed-rank test asks "
-        f"whether these differences are centred on zero. It captures case-to-case variation, not training-seed variation (the "
-        f"± above does).", "", paired_table(results), "",
+        f"whether these differences are centred on zero. It captures case-to-case variation, not training-seed "
+        f"variation (the ± above does).", "", paired_table(results), "",
         "## Cost per training step", "", cost_table(results), "",
         "## Pictures", "", *[f"![{name[:-4]}]({name})\n\n{caption.format(held_out=held_out)}\n"
                             for name, (_, caption) in PICTURES.items()]])

@@ -44,10 +44,13 @@ class nnUNetTrainerBudget(nnUNetTrainer):
         super().on_train_end()
         self.trained_in_this_process = True
 
+    def final_validation_left_out(self) -> bool:
+        """MICD_FINAL_VALIDATION=0 leaves nnU-Net's validation after training out; ``nnUNetv2_train --val`` always
+        validates."""
+        return self.trained_in_this_process and not self.budget.final_validation
+
     def perform_actual_validation(self, save_probabilities: bool = False):
-        """nnU-Net's, unless MICD_FINAL_VALIDATION=0 leaves it out after training (``nnUNetv2_train --val`` always
-        validates)."""
-        if self.trained_in_this_process and not self.budget.final_validation:
+        if self.final_validation_left_out():
             self.print_to_log_file("Final validation left out (MICD_FINAL_VALIDATION=0)")
             return
         super().perform_actual_validation(save_probabilities)

@@ -148,7 +148,7 @@ class nnUNetTrainerMICD(nnUNetTrainerSemiSupervised):
 
     def perform_actual_validation(self, save_probabilities: bool = False):
         """nnU-Net's final validation, predicting with the weights that inference will use."""
-        if self.method_config.inference_mode != "teachers":
+        if self.method_config.inference_mode != "teachers" or self.final_validation_left_out():
             return super().perform_actual_validation(save_probabilities)
         network = self.dual_network
         students = {k: v.clone() for k, v in network.state_dict().items()}

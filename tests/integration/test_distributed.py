@@ -79,7 +79,8 @@ def _worker(rank: int, port: int, trainer_name: str, dataset_id: int, environmen
 def _run_distributed(trainer_name, dataset, tmp_path, trainer_environment, timeout=600):
     output = tmp_path / "ranks.json"
     environment = {k: trainer_environment[k] for k in ("nnUNet_extTrainer", "nnUNet_n_proc_DA")}
-    environment.update({"nnUNet_raw": os.environ["nnUNet_raw"], "nnUNet_preprocessed": os.environ["nnUNet_preprocessed"],
+    environment.update({"nnUNet_raw": os.environ["nnUNet_raw"],
+                        "nnUNet_preprocessed": os.environ["nnUNet_preprocessed"],
                         "nnUNet_results": str(tmp_path / "results"), "MICD_NUM_EPOCHS": "1",
                         "MICD_ITERS_PER_EPOCH": str(STEPS), "MICD_VAL_ITERS": "1", "MICD_SEED": "0"})
     context = mp.start_processes(_worker, args=(_free_port(), trainer_name, dataset["id"], environment, str(output)),

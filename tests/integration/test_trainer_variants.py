@@ -112,15 +112,21 @@ def test_budget_trainer_honours_the_budget(environment):
     assert (output / "checkpoint_final.pth").is_file() and not list(output.glob("*.tmp"))  # renamed into place
 
 
-@pytest.mark.parametrize("name", ["nnUNetTrainerBudget", "nnUNetTrainerMICD"])
-def test_final_validation_is_left_out_after_training_only(environment, monkeypatch, name):
+@pytest.mark.parametrize("name, inference_mode", [("nnUNetTrainerBudget", None), ("nnUNetTrainerMICD", "ensemble"),
+                                                   ("nnUNetTrainerMICD", "teachers")])
+def test_final_validation_is_left_out_after_training_only(environment, monkeypatch, tmp_path, name, inference_mode):
     """MICD_FINAL_VALIDATION=0: nnUNetv2_train validates after training, which is left out, or instead of it (--val),
     which is not."""
     monkeypatch.setenv("MICD_FINAL_VALIDATION", "0")
+    if inference_mode is not None:
+        config = tmp_path / "config.json"
+        config.write_text(json.dumps({"inference_mode": inference_mode}))
+        monkeypatch.setenv("MICD_CONFIG", str(config))
     validated = []
     monkeypatch.setattr(nnUNetTrainer, "perform_actual_validation",
                         lambda self, save_probabilities=False: validated.append(self))
     asked_for = _trainer(environment, name)
+    asked_for.initialize()  # as nnUNetv2_train --val does before it validates
     asked_for.perform_actual_validation()
     assert validated == [asked_for]
     trained = _trainer(environment, name)
@@ -333,7 +339,8 @@ def test_unlabeled_data_from_other_plans_settings_is_refused(environment):
     record_file.write_text(json.dumps(record))
     try:
         trainer = _trainer(environment, "nnUNetTrainerMICD", "2d")
-        with pytest.raises(ConfigError, match="preprocessed with other plans settings .* run micd preprocess-unlabeled"):
+        with pytest.raises(ConfigError,
+                           match="preprocessed with other plans settings .* run micd preprocess-unlabeled"):
             trainer.on_train_start()
     finally:
         record_file.write_text(original)
