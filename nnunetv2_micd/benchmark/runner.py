@@ -72,6 +72,7 @@ class BenchmarkRunner:
                             "nnUNet_results": join(self.work, "unused_results"),
                             "nnUNet_extTrainer": trainer_path()}
         self.environment.setdefault("nnUNet_def_n_proc", str(os.cpu_count() or 1))
+        self.processes = self.environment["nnUNet_def_n_proc"]  # for conversion, planning, preprocessing, evaluation
         for variable in ("MICD_CONFIG", "MICD_SEED", "MICD_SAVE_EVERY"):
             self.environment.pop(variable, None)  # the protocol alone decides
         self.results_file = join(self.work, RESULTS_FILE)
@@ -133,8 +134,8 @@ class BenchmarkRunner:
             raise FileNotFoundError(f"source {kind} {path} does not exist (give another with --source)")
         self.say(f"importing the source dataset from {path}")
         if kind == "msd_task_folder":
-            run_command(["nnUNetv2_convert_MSD_dataset", "-i", path, "-overwrite_id", str(source_id), "-np", "2"],
-                        self.environment)
+            run_command(["nnUNetv2_convert_MSD_dataset", "-i", path, "-overwrite_id", str(source_id),
+                         "-np", self.processes], self.environment)
         else:
             # only the training cases: a source's own test split must never reach a benchmark's training data
             target = join(self.raw, f"Dataset{source_id:03d}_{os.path.basename(path.rstrip('/')).split('_', 1)[-1]}")
@@ -151,7 +152,7 @@ class BenchmarkRunner:
         planning_environment = {k: v for k, v in self.environment.items()
                                 if not (k == "nnUNet_n_proc_DA" and v == "0")}
         run_command(["nnUNetv2_plan_and_preprocess", "-d", str(self.protocol.values["source_dataset_id"]),
-                     "--no_pp", "-npfp", "2"], planning_environment)
+                     "--no_pp", "-npfp", self.processes], planning_environment)
         tiny = self.protocol.values.get("tiny_plans")
         if tiny:  # what the protocol leaves out keeps micd tiny-plans' own default
             options = (["--features", ",".join(map(str, tiny["features"]))] if "features" in tiny else []) + \
@@ -171,15 +172,15 @@ class BenchmarkRunner:
                       "--seed", self.protocol.values["split_seed"])
         # nnU-Net's trainer keeps a copy of the fingerprint, its preprocessor reads dataset.json from here (what
         # nnUNetv2_plan_and_preprocess would have written); the plans are the source's
-        run_command(["nnUNetv2_extract_fingerprint", "-d", str(self.protocol.dataset_id(labeled)), "-np", "2"],
-                    self.environment)
+        run_command(["nnUNetv2_extract_fingerprint", "-d", str(self.protocol.dataset_id(labeled)),
+                     "-np", self.processes], self.environment)
         shutil.copy(join(self.raw, name, "dataset.json"), join(self.preprocessed, name))
         run_command(["nnUNetv2_move_plans_between_datasets", "-s", self.source_name, "-t", name, "-sp", plans,
                      "-tp", plans], self.environment)
         run_command(["nnUNetv2_preprocess", "-d", str(self.protocol.dataset_id(labeled)), "-plans_name", plans,
-                     "-c", configuration, "-np", "2"], self.environment)
+                     "-c", configuration, "-np", self.processes], self.environment)
         if load_json(join(self.raw, name, "dataset.json"))["numUnlabeled"] > 0:
-            self.micd("preprocess-unlabeled", "-d", name, "-c", configuration, "-p", plans, "-np", "2")
+            self.micd("preprocess-unlabeled", "-d", name, "-c", configuration, "-p", plans, "-np", self.processes)
         with open(done_marker, "w"):
             pass
 
@@ -537,7 +538,7 @@ class BenchmarkRunner:
         run_command(["nnUNetv2_evaluate_folder", join(self.raw, name, "labelsTs"), predictions,
                      "-djfile", join(self.preprocessed, name, "dataset.json"),
                      "-pfile", join(self.preprocessed, name, self.protocol.plans_name + ".json"),
-                     "-np", environment["nnUNet_def_n_proc"]], environment, log_file)
+                     "-np", self.processes], environment, log_file)
         return predictions
 
     def _collect(self, run: RunSpec, model_folder: str, predictions: str, train_seconds: float,

@@ -81,6 +81,15 @@ def test_the_ablation_protocol_holds_out_the_tuning_protocols_validation_cases_a
     assert ablation.labeled_counts == [5]
 
 
+def test_the_gpu_protocol_is_the_cpu_headline_with_nnUNets_default_width():
+    cpu, gpu = (load_protocol(f"hippocampus_{name}")[0] for name in ("cpu", "gpu"))
+    same = ("source", "source_dataset_id", "test_cases", "split_seed", "configuration", "budget")
+    assert {key: gpu.values[key] for key in same} == {key: cpu.values[key] for key in same}
+    assert gpu.values["tiny_plans"] == {**cpu.values["tiny_plans"], "features": [32, 64, 128, 256]}
+    assert gpu.labeled_counts == [10, "all"]
+    assert {run.trainer for run in gpu.runs} == {"nnUNetTrainerBudget", "nnUNetTrainerMICD"}
+
+
 PUBLISHED_RESULTS = sorted(str(path) for path in
                            (Path(__file__).parents[2] / "docs" / "benchmarks").glob("*/results.json"))
 
@@ -207,6 +216,34 @@ def test_an_interrupted_import_of_the_source_is_done_again(tmp_path):
     (source / "labelsTr" / "case_000.nii.gz").unlink()
     runner._import_source()  # a finished import is kept as it is
     assert (target / "labelsTr" / "case_000.nii.gz").is_file()
+
+
+@pytest.mark.parametrize("processes", [None, "5"])
+def test_planning_and_import_use_nnUNet_def_n_proc_processes(tmp_path, monkeypatch, processes):
+    """One process per core unless nnUNet_def_n_proc says otherwise: a GPU machine's cores preprocess faster."""
+    import nnunetv2_micd.benchmark.runner as runner_module
+    if processes is None:
+        monkeypatch.delenv("nnUNet_def_n_proc", raising=False)
+    else:
+        monkeypatch.setenv("nnUNet_def_n_proc", processes)
+    commands = []
+    monkeypatch.setattr(runner_module, "run_command", lambda command, *args, **kwargs: commands.append(command))
+    source = tmp_path / "Task04_Tiny"
+    source.mkdir()
+    runner = _runner(tmp_path, [{"trainers": ["nnUNetTrainerBudget"], "labeled": [10], "seeds": [0]}])
+    runner.protocol.values["source"] = {"msd_task_folder": str(source)}
+    runner.say = runner.micd = lambda *args, **kwargs: None
+    raw = tmp_path / "work" / "nnUNet_raw"
+    raw.mkdir(parents=True)
+
+    runner._import_source()
+    (raw / "Dataset004_Tiny").mkdir()  # what the conversion would have made
+    runner._plan_source()
+
+    expected = processes or str(os.cpu_count())
+    convert, plan = commands
+    assert convert[0] == "nnUNetv2_convert_MSD_dataset" and convert[convert.index("-np") + 1] == expected
+    assert plan[0] == "nnUNetv2_plan_and_preprocess" and plan[plan.index("-npfp") + 1] == expected
 
 
 def test_a_trainer_added_to_the_protocol_has_every_cost_measured_again(tmp_path):
