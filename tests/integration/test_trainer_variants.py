@@ -41,6 +41,13 @@ def _parameters(module):
     return [p.detach().clone() for p in module.parameters()]
 
 
+def _use_method_config(monkeypatch, tmp_path, content):
+    """Points MICD_CONFIG at a file holding ``content``: a dict written as JSON, or the file's text as it is."""
+    config = tmp_path / "config.json"
+    config.write_text(content if isinstance(content, str) else json.dumps(content))
+    monkeypatch.setenv("MICD_CONFIG", str(config))
+
+
 @pytest.mark.parametrize("name, absent_term", [
     ("nnUNetTrainerMICD", None),
     ("nnUNetTrainerMICD_noMCPC", "loss_mcpc"),
@@ -97,9 +104,7 @@ def test_mean_teacher_takes_a_step(environment):
 
 
 def test_mean_teacher_refuses_micd_keys(environment, tmp_path, monkeypatch):
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps({"weight_cfc": 0.5}))
-    monkeypatch.setenv("MICD_CONFIG", str(config))
+    _use_method_config(monkeypatch, tmp_path, {"weight_cfc": 0.5})
     with pytest.raises(ConfigError, match=r"unknown MeanTeacherConfig key\(s\) \['weight_cfc'\]"):
         _trainer(environment, "nnUNetTrainerMeanTeacher")
 
@@ -119,9 +124,7 @@ def test_final_validation_is_left_out_after_training_only(environment, monkeypat
     which is not."""
     monkeypatch.setenv("MICD_FINAL_VALIDATION", "0")
     if inference_mode is not None:
-        config = tmp_path / "config.json"
-        config.write_text(json.dumps({"inference_mode": inference_mode}))
-        monkeypatch.setenv("MICD_CONFIG", str(config))
+        _use_method_config(monkeypatch, tmp_path, {"inference_mode": inference_mode})
     validated = []
     monkeypatch.setattr(nnUNetTrainer, "perform_actual_validation",
                         lambda self, save_probabilities=False: validated.append(self))
@@ -178,9 +181,7 @@ def test_a_model_validates_under_another_budget_but_does_not_continue(environmen
 
 
 def test_a_mask_block_of_another_dimension_stops_at_initialisation(environment, tmp_path, monkeypatch):
-    config = tmp_path / "config.json"
-    config.write_text('{"mask_block_size": [4, 4]}')
-    monkeypatch.setenv("MICD_CONFIG", str(config))
+    _use_method_config(monkeypatch, tmp_path, {"mask_block_size": [4, 4]})
     trainer = _trainer(environment, "nnUNetTrainerMICD")
     with pytest.raises(ConfigError, match=r"mask_block_size \[4, 4\] does not match the 3D patches of configuration "
                                           r"3d_fullres"):
@@ -195,9 +196,7 @@ def test_micd_trains_a_2d_configuration(environment):
 
 @pytest.mark.parametrize("mode", ["student_a", "teachers"])
 def test_nnunet_predictor_uses_the_configured_inference_weights(environment, tmp_path, monkeypatch, mode):
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps({"inference_mode": mode}))
-    monkeypatch.setenv("MICD_CONFIG", str(config))
+    _use_method_config(monkeypatch, tmp_path, {"inference_mode": mode})
     trainer = _trainer(environment, "nnUNetTrainerMICD")
     _one_step(trainer)  # writes checkpoint_final.pth
 
@@ -225,9 +224,7 @@ def test_nnunet_predictor_uses_the_configured_inference_weights(environment, tmp
     ("not json", "cannot be read"),
 ])
 def test_bad_configuration_stops_before_training(environment, tmp_path, monkeypatch, content, message):
-    config = tmp_path / "config.json"
-    config.write_text(content)
-    monkeypatch.setenv("MICD_CONFIG", str(config))
+    _use_method_config(monkeypatch, tmp_path, content)
     with pytest.raises(ConfigError, match=message):
         _trainer(environment, "nnUNetTrainerMICD")
 
