@@ -72,12 +72,16 @@ class BenchmarkRunner:
                             "nnUNet_results": join(self.work, "unused_results"),
                             "nnUNet_extTrainer": trainer_path()}
         self.environment.setdefault("nnUNet_def_n_proc", str(os.cpu_count() or 1))
-        self.processes = self.environment["nnUNet_def_n_proc"]  # for conversion, planning, preprocessing, evaluation
         for variable in ("MICD_CONFIG", "MICD_SEED", "MICD_SAVE_EVERY"):
             self.environment.pop(variable, None)  # the protocol alone decides
         self.results_file = join(self.work, RESULTS_FILE)
         self.results: Optional[dict] = None
         self.lock: Optional[WorkFolderLock] = None  # held by run_all
+
+    @property
+    def processes(self) -> str:
+        """Worker processes for conversion, planning, preprocessing and evaluation."""
+        return self.environment["nnUNet_def_n_proc"]
 
     # ------------------------------------------------------------------ output
     def say(self, message: str) -> None:
