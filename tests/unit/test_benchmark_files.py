@@ -87,7 +87,10 @@ def test_the_gpu_protocol_is_the_cpu_headline_with_nnUNets_default_width():
     assert {key: gpu.values[key] for key in same} == {key: cpu.values[key] for key in same}
     assert gpu.values["tiny_plans"] == {**cpu.values["tiny_plans"], "features": [32, 64, 128, 256]}
     assert gpu.labeled_counts == [10, "all"]
-    assert {run.trainer for run in gpu.runs} == {"nnUNetTrainerBudget", "nnUNetTrainerMICD"}
+    assert [run.name for run in gpu.runs] == [  # evidence first: one seed of both, the upper bound, a second seed
+        "nnUNetTrainerBudget__labeled10__seed0", "nnUNetTrainerMICD__labeled10__seed0",
+        "nnUNetTrainerBudget__labeledall__seed0",
+        "nnUNetTrainerBudget__labeled10__seed1", "nnUNetTrainerMICD__labeled10__seed1"]
 
 
 PUBLISHED_RESULTS = sorted(str(path) for path in
