@@ -5,7 +5,7 @@ import os
 import sys
 from typing import List, Optional
 
-from nnunetv2_micd.benchmark.lock import WorkFolderBusy
+from nnunetv2_micd.benchmark.lock import LockUnsupported, WorkFolderBusy
 from nnunetv2_micd.commands import CommandFailed
 
 
@@ -223,7 +223,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, CommandFailed, WorkFolderBusy) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, CommandFailed, WorkFolderBusy, LockUnsupported) as e:
         # bad input is the user's to fix: say what is wrong, without a traceback (a program error keeps its own)
         print(f"micd {args.command}: error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -5,14 +5,20 @@ process ends, however it ends, so an interrupted benchmark never leaves a stale 
 names the holder's process and the run it is working on, which ``micd benchmark --status`` reports. A training
 started under the lock inherits it (:meth:`WorkFolderLock.fileno`), so a benchmark killed alone does not free the
 folder while its ``nnUNetv2_train`` still writes checkpoints there.
+
+POSIX file locks do not exist on Windows: there ``micd benchmark`` says so, and the rest of micd works.
 """
-import fcntl
 import json
 import os
 import time
 from typing import Optional
 
 from batchgenerators.utilities.file_and_folder_operations import isfile, join
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 LOCK_FILE = "benchmark.lock"
 
@@ -21,12 +27,23 @@ class WorkFolderBusy(RuntimeError):
     pass
 
 
+class LockUnsupported(RuntimeError):
+    pass
+
+
+def _require_file_locks() -> None:
+    if fcntl is None:
+        raise LockUnsupported("micd benchmark needs POSIX file locks (Linux or macOS) to keep two benchmarks out of "
+                              "one work folder; train and predict with nnU-Net's own commands on this system")
+
+
 class WorkFolderLock:
     def __init__(self, work_folder: str):
         self.path = join(work_folder, LOCK_FILE)
         self._file = None
 
     def __enter__(self) -> "WorkFolderLock":
+        _require_file_locks()
         lock_file = open(self.path, "a+")
         for _ in range(10):  # ``--status`` takes the lock for an instant to see whether it is free
             try:
@@ -61,6 +78,7 @@ class WorkFolderLock:
 def running_benchmark(work_folder: str) -> Optional[dict]:
     """``{"pid": ..., "run": ...}`` of the benchmark holding the work folder's lock (``run`` is None between runs);
     None when no benchmark is running there."""
+    _require_file_locks()
     path = join(work_folder, LOCK_FILE)
     if not isfile(path):
         return None

@@ -1,4 +1,5 @@
 import os
+import subprocess
 import sys
 
 import pytest
@@ -24,3 +25,19 @@ def test_a_program_error_keeps_its_traceback(monkeypatch):
     monkeypatch.setattr(cli, "_cmd_trainer_path", program_error)
     with pytest.raises(RuntimeError, match="size of tensor a"):
         cli.main(["trainer-path"])
+
+
+def test_micd_works_without_posix_file_locks_and_benchmark_says_it_needs_them(monkeypatch, tmp_path, capsys):
+    # Windows has no fcntl: micd must still import and serve the user's workflow (trainer-path first)
+    without_fcntl = "import sys; sys.modules['fcntl'] = None; from nnunetv2_micd import cli; cli.main(['trainer-path'])"
+    printed = subprocess.run([sys.executable, "-c", without_fcntl], capture_output=True, text=True, cwd=tmp_path)
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.strip() == cli.trainer_path()
+
+    from nnunetv2_micd.benchmark import lock
+    monkeypatch.setattr(lock, "fcntl", None)
+    for status in ([], ["--status"]):
+        with pytest.raises(SystemExit):
+            cli.main(["benchmark", "hippocampus_cpu", "-o", str(tmp_path / "work"), *status])
+        assert "micd benchmark: error: micd benchmark needs POSIX file locks" in capsys.readouterr().err
+    assert not (tmp_path / "work" / "nnUNet_raw").exists()
