@@ -6,7 +6,8 @@ names the holder's process and the run it is working on, which ``micd benchmark 
 started under the lock inherits it (:meth:`WorkFolderLock.fileno`), so a benchmark killed alone does not free the
 folder while its ``nnUNetv2_train`` still writes checkpoints there.
 
-POSIX file locks do not exist on Windows: there ``micd benchmark`` says so, and the rest of micd works.
+POSIX file locks do not exist on Windows: there ``micd benchmark`` says so, and the other micd commands, which need
+no lock, still import.
 """
 import json
 import os
