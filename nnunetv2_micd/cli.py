@@ -171,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default=None, help="path of the source dataset, instead of the protocol's")
     p.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda when available")
     p.add_argument("--only", nargs="+", default=None, metavar="METHOD",
-                   help="run only the unfinished runs of these trainers (or trainer__tag); the others wait")
+                   help="run only the unfinished runs of these trainers (or trainer__tag), making only the "
+                        "datasets they use; the others wait")
     p.add_argument("--status", action="store_true",
                    help="show every run's state (finished, how far its training got and whether it is running, to "
                         "do) and the time left; runs nothing")

@@ -104,22 +104,25 @@ class BenchmarkRunner:
     def dataset_name(self, labeled) -> str:
         return f"Dataset{self.protocol.dataset_id(labeled):03d}_{self.source_name.split('_', 1)[1]}"
 
-    def prepare(self) -> None:
-        """Source dataset, one plans file, every semi-supervised dataset, preprocessed. Each step is skipped when
+    def prepare(self, runs: List[RunSpec]) -> None:
+        """Source dataset, one plans file, and the semi-supervised datasets that ``runs`` and the cost measurement
+        need, preprocessed (``--only`` makes no dataset that its runs do not train on). Each step is skipped when
         its output exists, so a resumed benchmark starts training at once."""
         for folder in (self.raw, self.preprocessed):
             maybe_mkdir_p(folder)
         self._import_source()
-        self._plan_source()
-        for labeled in self.protocol.labeled_counts:
-            self._make_dataset(labeled)
-        self._check_nested_splits()
         if isfile(self.results_file):
             self.results = load_results(self.results_file)
             self._refuse_other_protocol(self.results["protocol"])  # and records the protocol as it is now
-            self._check_recorded_held_out_cases()
         else:
             self.results = empty_results(self.protocol.values, self._labels())
+        self._plan_source()
+        needed = {run.labeled for run in runs} | ({self.cost_labeled} if self.cost_to_measure() else set())
+        for labeled in self.protocol.labeled_counts:
+            if labeled in needed:
+                self._make_dataset(labeled)
+        self._check_nested_splits()
+        self._check_recorded_held_out_cases()
         save_results(self.results, self.results_file)
 
     def _import_source(self) -> None:
@@ -191,11 +194,18 @@ class BenchmarkRunner:
     def _split(self, labeled) -> Dict[str, List[str]]:
         return load_json(join(self.raw, self.dataset_name(labeled), "ssl_manifest.json"))["splits"]
 
+    @property
+    def made_labeled_counts(self) -> List:
+        """The labeled counts whose datasets exist in the work folder, in the protocol's order."""
+        return [labeled for labeled in self.protocol.labeled_counts
+                if isfile(join(self.raw, self.dataset_name(labeled), "ssl_manifest.json"))]
+
     def _check_nested_splits(self) -> None:
         """Every dataset must hold its labeled count, test on the same cases, and smaller labeled sets must lie
         inside larger ones (a dataset id names another labeled count once counts are added to a protocol)."""
-        splits = [self._split(labeled) for labeled in self.protocol.labeled_counts]
-        for labeled, split in zip(self.protocol.labeled_counts, splits):
+        made = self.made_labeled_counts
+        splits = [self._split(labeled) for labeled in made]
+        for labeled, split in zip(made, splits):
             if (len(split["labeled"]) != labeled) if labeled != ALL_LABELED else bool(split["unlabeled"]):
                 raise ProtocolError(f"{self.dataset_name(labeled)} in {self.raw} does not have {labeled} labeled "
                                     f"cases (made for another protocol?); use another work folder")
@@ -207,8 +217,9 @@ class BenchmarkRunner:
     def _check_recorded_held_out_cases(self) -> None:
         """The datasets are rebuilt when results.json is carried to a new work folder (another machine): its runs
         must have been evaluated on the held-out cases these datasets hold."""
+        made = self.made_labeled_counts
         for name, entry in self.results["runs"].items():
-            if entry["labeled"] in self.protocol.labeled_counts and \
+            if entry["labeled"] in made and \
                     set(entry["case_mean_dice"]) != set(self._split(entry["labeled"])["test"]):
                 raise ProtocolError(f"{name} in {self.results_file} was evaluated on other held-out cases than "
                                     f"{self.dataset_name(entry['labeled'])} in {self.raw} holds; use another work "
@@ -263,11 +274,16 @@ class BenchmarkRunner:
         measured = self.results.get("cost", {}).get("trainers", {})
         return not set(self.trainers) <= set(measured)
 
+    @property
+    def cost_labeled(self):
+        """The labeled count whose dataset the cost is measured on: the smallest, which has unlabeled cases."""
+        return next(c for c in self.protocol.labeled_counts if c != ALL_LABELED)
+
     def measure_cost(self) -> None:
         """Seconds per step and peak memory of every trainer, each measured in a fresh process right after the
         other (``micd bench-step``), so that their ratios hold on a noisy machine."""
         trainers = self.trainers
-        labeled = next(c for c in self.protocol.labeled_counts if c != ALL_LABELED)
+        labeled = self.cost_labeled
         self.say(f"measuring seconds per step and memory of {', '.join(trainers)} ({self.protocol.cost_steps} "
                  f"steps each)")
         output = join(self.work, "cost.json")
@@ -285,7 +301,7 @@ class BenchmarkRunner:
         selected = self._select(only)
         maybe_mkdir_p(self.work)
         with WorkFolderLock(self.work) as self.lock:
-            self.prepare()
+            self.prepare(selected)
             if self.cost_to_measure():
                 self.measure_cost()
             self._supersede_stale_runs()

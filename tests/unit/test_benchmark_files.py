@@ -249,6 +249,43 @@ def test_planning_and_import_use_nnUNet_def_n_proc_processes(tmp_path, monkeypat
     assert plan[0] == "nnUNetv2_plan_and_preprocess" and plan[plan.index("-npfp") + 1] == expected
 
 
+@pytest.mark.parametrize("cost_measured", [False, True])
+def test_only_the_datasets_that_the_selected_runs_and_the_cost_need_are_made(tmp_path, monkeypatch, cost_measured):
+    """``--only`` on a limited stretch of compute: no time spent preprocessing datasets its runs do not use."""
+    runner = _runner(tmp_path, [{"trainers": ["nnUNetTrainerBudget", "nnUNetTrainerMICD"], "labeled": [5, 10],
+                                 "seeds": [0]},
+                                {"trainers": ["nnUNetTrainerBudget"], "labeled": ["all"], "seeds": [0]}])
+    source = tmp_path / "work" / "nnUNet_raw" / "Dataset004_Hippocampus"
+    source.mkdir(parents=True)
+    (source / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "Anterior": 1, "Posterior": 2}}))
+    cases = [f"case_{i:03d}" for i in range(20)]
+    made = []
+
+    def make_dataset(labeled):  # what micd make-ssl-dataset writes that the runner reads: nested splits
+        made.append(labeled)
+        count = 16 if labeled == "all" else labeled
+        manifest = {"splits": {"labeled": cases[:count], "unlabeled": cases[count:16], "test": cases[16:]}}
+        folder = source.parent / runner.dataset_name(labeled)
+        folder.mkdir(exist_ok=True)
+        (folder / "ssl_manifest.json").write_text(json.dumps(manifest))
+
+    monkeypatch.setattr(runner, "_make_dataset", make_dataset)
+    monkeypatch.setattr(runner, "_plan_source", lambda: None)
+    if cost_measured:
+        results = empty_results(runner.protocol.values, LABELS)
+        cost = {"seconds_per_step": 1.0, "peak_memory_mib": 100.0}
+        results["cost"] = {"device": "cpu", "steps": 10, "trainers": {"nnUNetTrainerBudget": cost,
+                                                                       "nnUNetTrainerMICD": cost}}
+        save_results(results, runner.results_file)
+    upper_bound = runner._select(["nnUNetTrainerBudget"])[-1:]
+
+    runner.prepare(upper_bound)
+    assert made == (["all"] if cost_measured else [5, "all"])  # the cost is measured on the smallest count
+    runner.prepare(runner._select(["nnUNetTrainerMICD"]))
+    assert made[-2:] == [5, 10] and made.count(5) == 1 + (not cost_measured)
+    assert runner.made_labeled_counts == [5, 10, "all"]
+
+
 def test_a_trainer_added_to_the_protocol_has_every_cost_measured_again(tmp_path):
     runner = _runner(tmp_path, [{"trainers": ["nnUNetTrainerBudget", "nnUNetTrainerMICD"], "labeled": [10],
                                  "seeds": [0]}])
