@@ -36,6 +36,6 @@ setup(
         "scipy",
         "tqdm",
     ],
-    extras_require={"test": ["pytest>=7", "pytest-xdist>=3"]},
+    extras_require={"test": ["pytest>=7"]},
     entry_points={"console_scripts": ["micd=nnunetv2_micd.cli:main"]},
 )
