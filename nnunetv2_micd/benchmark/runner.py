@@ -118,12 +118,15 @@ class BenchmarkRunner:
             self.results = empty_results(self.protocol.values, self._labels())
         self._plan_source()
         needed = {run.labeled for run in runs} | ({self.cost_labeled} if self.cost_to_measure() else set())
-        for labeled in self.protocol.labeled_counts:
-            if labeled in needed:
-                self._make_dataset(labeled)
+        needed = [labeled for labeled in self.protocol.labeled_counts if labeled in needed]
+        for labeled in needed:
+            self._make_dataset(labeled)
+        # before any preprocessing: datasets or results that do not belong here are refused in seconds
         self._check_nested_splits()
         self._check_recorded_held_out_cases()
         save_results(self.results, self.results_file)
+        for labeled in needed:
+            self._preprocess_dataset(labeled)
 
     def _import_source(self) -> None:
         """Both ways of importing write dataset.json last: a source folder without it is an interrupted import,
@@ -167,16 +170,22 @@ class BenchmarkRunner:
             self.micd("tiny-plans", "-d", self.source_name, *options)
 
     def _make_dataset(self, labeled) -> None:
+        """The semi-supervised dataset in nnUNet_raw (micd make-ssl-dataset), unless it exists."""
+        name = self.dataset_name(labeled)
+        if isdir(join(self.raw, name)):
+            return
+        self.say(f"making {name} ({labeled} labeled)")
+        self.micd("make-ssl-dataset", "-d", self.source_name, "-o", name, "--labeled",
+                  "100%" if labeled == ALL_LABELED else labeled, "--test", self.protocol.values["test_cases"],
+                  "--seed", self.protocol.values["split_seed"])
+
+    def _preprocess_dataset(self, labeled) -> None:
         name, plans = self.dataset_name(labeled), self.protocol.plans_name
         configuration = self.protocol.configuration
         done_marker = join(self.preprocessed, name, f".micd_benchmark_{plans}_{configuration}_done")
         if isfile(done_marker):
             return
-        self.say(f"making and preprocessing {name} ({labeled} labeled)")
-        if not isdir(join(self.raw, name)):
-            self.micd("make-ssl-dataset", "-d", self.source_name, "-o", name, "--labeled",
-                      "100%" if labeled == ALL_LABELED else labeled, "--test", self.protocol.values["test_cases"],
-                      "--seed", self.protocol.values["split_seed"])
+        self.say(f"preprocessing {name} with the source's plans")
         # nnU-Net's trainer keeps a copy of the fingerprint, its preprocessor reads dataset.json from here (what
         # nnUNetv2_plan_and_preprocess would have written); the plans are the source's
         run_command(["nnUNetv2_extract_fingerprint", "-d", str(self.protocol.dataset_id(labeled)),

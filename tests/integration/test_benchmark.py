@@ -206,6 +206,7 @@ def test_results_carried_to_a_new_work_folder_resume_there(finished_benchmark, p
                               str(tmp_path)], capture_output=True, text=True, env=environment)
     assert refused.returncode == 1
     assert "nnUNetTrainerBudget__labeled2__seed0" in refused.stderr and "other held-out cases" in refused.stderr
+    assert not list((tmp_path / "nnUNet_preprocessed").glob("Dataset81*"))  # refused before preprocessing
     (tmp_path / "results.json").write_text(json.dumps(recorded))
     result = micd("benchmark", protocol_file, "-o", tmp_path, env=environment)
     assert "5 runs, 5 already finished" in result.stdout and "5 of 5 runs finished" in result.stdout

@@ -269,7 +269,9 @@ def test_only_the_datasets_that_the_selected_runs_and_the_cost_need_are_made(tmp
         folder.mkdir(exist_ok=True)
         (folder / "ssl_manifest.json").write_text(json.dumps(manifest))
 
+    preprocessed = []
     monkeypatch.setattr(runner, "_make_dataset", make_dataset)
+    monkeypatch.setattr(runner, "_preprocess_dataset", preprocessed.append)
     monkeypatch.setattr(runner, "_plan_source", lambda: None)
     if cost_measured:
         results = empty_results(runner.protocol.values, LABELS)
@@ -283,7 +285,7 @@ def test_only_the_datasets_that_the_selected_runs_and_the_cost_need_are_made(tmp
     assert made == (["all"] if cost_measured else [5, "all"])  # the cost is measured on the smallest count
     runner.prepare(runner._select(["nnUNetTrainerMICD"]))
     assert made[-2:] == [5, 10] and made.count(5) == 1 + (not cost_measured)
-    assert runner.made_labeled_counts == [5, 10, "all"]
+    assert runner.made_labeled_counts == [5, 10, "all"] and preprocessed == made
 
 
 def test_a_trainer_added_to_the_protocol_has_every_cost_measured_again(tmp_path):
