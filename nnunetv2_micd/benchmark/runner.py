@@ -180,6 +180,7 @@ class BenchmarkRunner:
                   "--seed", self.protocol.values["split_seed"])
 
     def _preprocess_dataset(self, labeled) -> None:
+        """The dataset preprocessed with the source's plans (labeled and unlabeled cases), unless already done."""
         name, plans = self.dataset_name(labeled), self.protocol.plans_name
         configuration = self.protocol.configuration
         done_marker = join(self.preprocessed, name, f".micd_benchmark_{plans}_{configuration}_done")
