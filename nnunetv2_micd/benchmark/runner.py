@@ -105,9 +105,10 @@ class BenchmarkRunner:
         return f"Dataset{self.protocol.dataset_id(labeled):03d}_{self.source_name.split('_', 1)[1]}"
 
     def prepare(self, runs: List[RunSpec]) -> None:
-        """Source dataset, one plans file, and the semi-supervised datasets that ``runs`` and the cost measurement
-        need, preprocessed (``--only`` makes no dataset that its runs do not train on). Each step is skipped when
-        its output exists, so a resumed benchmark starts training at once."""
+        """Source dataset and the semi-supervised datasets of ``runs``; those still to be trained on (and the cost
+        measurement's) planned with one plans file and preprocessed. So ``--only`` makes no dataset its runs do not
+        use, and finished runs carried to a new work folder cost no preprocessing. Each step is skipped when its
+        output exists, so a resumed benchmark starts training at once."""
         for folder in (self.raw, self.preprocessed):
             maybe_mkdir_p(folder)
         self._import_source()
@@ -116,17 +117,21 @@ class BenchmarkRunner:
             self._refuse_other_protocol(self.results["protocol"])  # and records the protocol as it is now
         else:
             self.results = empty_results(self.protocol.values, self._labels())
-        self._plan_source()
-        needed = {run.labeled for run in runs} | ({self.cost_labeled} if self.cost_to_measure() else set())
-        needed = [labeled for labeled in self.protocol.labeled_counts if labeled in needed]
-        for labeled in needed:
+        cost = {self.cost_labeled} if self.cost_to_measure() else set()
+        for labeled in self._in_protocol_order({run.labeled for run in runs} | cost):
             self._make_dataset(labeled)
         # before any preprocessing: datasets or results that do not belong here are refused in seconds
         self._check_nested_splits()
         self._check_recorded_held_out_cases()
         save_results(self.results, self.results_file)
-        for labeled in needed:
+        to_preprocess = self._in_protocol_order({run.labeled for run in runs if self.to_train(run)} | cost)
+        if to_preprocess:
+            self._plan_source()
+        for labeled in to_preprocess:
             self._preprocess_dataset(labeled)
+
+    def _in_protocol_order(self, labeled_counts) -> List:
+        return [labeled for labeled in self.protocol.labeled_counts if labeled in labeled_counts]
 
     def _import_source(self) -> None:
         """Both ways of importing write dataset.json last: a source folder without it is an interrupted import,
@@ -378,6 +383,10 @@ class BenchmarkRunner:
             self.results.setdefault("superseded", {})[kept_as] = self.results["runs"].pop(run.name)
             save_results(self.results, self.results_file)
 
+    def to_train(self, run: RunSpec) -> bool:
+        """Not finished, or finished under other method settings (trained again)."""
+        return run.name not in self.results["runs"] or self.changed_method_config(run) is not None
+
     def changed_method_config(self, run: RunSpec) -> Optional[str]:
         """For a finished run whose trainer would now train with another method configuration (its defaults
         changed since): what changed. None when nothing did."""
@@ -554,8 +563,9 @@ class BenchmarkRunner:
     def _predict_and_evaluate(self, run: RunSpec, environment: Dict[str, str], trainer: str,
                               predictions: str) -> str:
         """Predicts the test split from checkpoint_final.pth of ``trainer``'s model in ``environment``'s results
-        root with nnUNetv2_predict and evaluates with nnUNetv2_evaluate_folder; a partial prediction folder from
-        an interruption is replaced; the commands' output goes to predict.log next to it."""
+        root with nnUNetv2_predict and evaluates with nnUNetv2_evaluate_folder, with the labels and plans the model
+        was trained with (the dataset of a finished run need not be preprocessed here); a partial prediction folder
+        from an interruption is replaced; the commands' output goes to predict.log next to it."""
         name = self.dataset_name(run.labeled)
         if isdir(predictions):
             shutil.rmtree(predictions)
@@ -565,9 +575,10 @@ class BenchmarkRunner:
                      "-f", "all", "-chk", "checkpoint_final.pth", "-device", self.device,
                      *prediction_workers(self.device)],
                     environment, log_file)
+        model = join(environment["nnUNet_results"], name,
+                     f"{trainer}__{self.protocol.plans_name}__{self.protocol.configuration}")
         run_command(["nnUNetv2_evaluate_folder", join(self.raw, name, "labelsTs"), predictions,
-                     "-djfile", join(self.preprocessed, name, "dataset.json"),
-                     "-pfile", join(self.preprocessed, name, self.protocol.plans_name + ".json"),
+                     "-djfile", join(model, "dataset.json"), "-pfile", join(model, "plans.json"),
                      "-np", self.processes], environment, log_file)
         return predictions
 

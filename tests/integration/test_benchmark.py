@@ -194,8 +194,8 @@ def test_student_a_is_added_to_a_finished_run_recorded_without_it(finished_bench
 
 
 def test_results_carried_to_a_new_work_folder_resume_there(finished_benchmark, protocol_file, tmp_path):
-    """Another machine: the datasets are made again from the source and nothing finished is trained again, but
-    only if the recorded runs were evaluated on the held-out cases the new datasets hold."""
+    """Another machine: the datasets are made again from the source and nothing finished is trained again (or
+    preprocessed for), but only if the recorded runs were evaluated on the held-out cases the new datasets hold."""
     recorded = json.loads((finished_benchmark["work"] / "results.json").read_text())
     moved = copy.deepcopy(recorded)
     run = moved["runs"]["nnUNetTrainerBudget__labeled2__seed0"]
@@ -211,6 +211,7 @@ def test_results_carried_to_a_new_work_folder_resume_there(finished_benchmark, p
     result = micd("benchmark", protocol_file, "-o", tmp_path, env=environment)
     assert "5 runs, 5 already finished" in result.stdout and "5 of 5 runs finished" in result.stdout
     assert not (tmp_path / "runs").exists()
+    assert not list((tmp_path / "nnUNet_preprocessed").iterdir())  # nothing to train, so nothing preprocessed
     assert load_results(str(tmp_path / "results.json"))["runs"] == recorded["runs"]
 
 

@@ -249,9 +249,8 @@ def test_planning_and_import_use_nnUNet_def_n_proc_processes(tmp_path, monkeypat
     assert plan[0] == "nnUNetv2_plan_and_preprocess" and plan[plan.index("-npfp") + 1] == expected
 
 
-@pytest.mark.parametrize("cost_measured", [False, True])
-def test_only_the_datasets_that_the_selected_runs_and_the_cost_need_are_made(tmp_path, monkeypatch, cost_measured):
-    """``--only`` on a limited stretch of compute: no time spent preprocessing datasets its runs do not use."""
+def _preparing_runner(tmp_path, monkeypatch, cost_measured=True, all_finished=False):
+    """A runner whose dataset making, planning and preprocessing only record what they were asked to do."""
     runner = _runner(tmp_path, [{"trainers": ["nnUNetTrainerBudget", "nnUNetTrainerMICD"], "labeled": [5, 10],
                                  "seeds": [0]},
                                 {"trainers": ["nnUNetTrainerBudget"], "labeled": ["all"], "seeds": [0]}])
@@ -259,33 +258,62 @@ def test_only_the_datasets_that_the_selected_runs_and_the_cost_need_are_made(tmp
     source.mkdir(parents=True)
     (source / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "Anterior": 1, "Posterior": 2}}))
     cases = [f"case_{i:03d}" for i in range(20)]
-    made = []
+    calls = {"made": [], "planned": 0, "preprocessed": []}
 
     def make_dataset(labeled):  # what micd make-ssl-dataset writes that the runner reads: nested splits
-        made.append(labeled)
+        calls["made"].append(labeled)
         count = 16 if labeled == "all" else labeled
         manifest = {"splits": {"labeled": cases[:count], "unlabeled": cases[count:16], "test": cases[16:]}}
         folder = source.parent / runner.dataset_name(labeled)
         folder.mkdir(exist_ok=True)
         (folder / "ssl_manifest.json").write_text(json.dumps(manifest))
 
-    preprocessed = []
+    def plan_source():
+        calls["planned"] += 1
+
     monkeypatch.setattr(runner, "_make_dataset", make_dataset)
-    monkeypatch.setattr(runner, "_preprocess_dataset", preprocessed.append)
-    monkeypatch.setattr(runner, "_plan_source", lambda: None)
+    monkeypatch.setattr(runner, "_preprocess_dataset", calls["preprocessed"].append)
+    monkeypatch.setattr(runner, "_plan_source", plan_source)
+    results = empty_results(runner.protocol.values, LABELS)
     if cost_measured:
-        results = empty_results(runner.protocol.values, LABELS)
         cost = {"seconds_per_step": 1.0, "peak_memory_mib": 100.0}
         results["cost"] = {"device": "cpu", "steps": 10, "trainers": {"nnUNetTrainerBudget": cost,
                                                                        "nnUNetTrainerMICD": cost}}
-        save_results(results, runner.results_file)
-    upper_bound = runner._select(["nnUNetTrainerBudget"])[-1:]
+    for run in runner.protocol.runs if all_finished else []:  # evaluated on the test cases of the datasets above
+        entry = {**_run(run.trainer, run.labeled), "case_mean_dice": {case: 0.8 for case in cases[16:]},
+                 "num_test": 4}
+        entry["method_config"]["method"] = runner.expected_method_config(run)
+        results["runs"][run.name] = entry
+    save_results(results, runner.results_file)
+    return runner, calls
 
-    runner.prepare(upper_bound)
+
+@pytest.mark.parametrize("cost_measured", [False, True])
+def test_only_the_datasets_that_the_selected_runs_and_the_cost_need_are_made(tmp_path, monkeypatch, cost_measured):
+    """``--only`` on a limited stretch of compute: no time spent preprocessing datasets its runs do not use."""
+    runner, calls = _preparing_runner(tmp_path, monkeypatch, cost_measured)
+    made = calls["made"]
+    runner.prepare(runner._select(["nnUNetTrainerBudget"])[-1:])  # the upper bound
     assert made == (["all"] if cost_measured else [5, "all"])  # the cost is measured on the smallest count
     runner.prepare(runner._select(["nnUNetTrainerMICD"]))
     assert made[-2:] == [5, 10] and made.count(5) == 1 + (not cost_measured)
-    assert runner.made_labeled_counts == [5, 10, "all"] and preprocessed == made
+    assert runner.made_labeled_counts == [5, 10, "all"] and calls["preprocessed"] == made
+
+
+def test_finished_runs_carried_to_a_new_work_folder_need_no_preprocessing(tmp_path, monkeypatch):
+    """Their datasets are made (to check the held-out cases, and for student A's prediction), not planned or
+    preprocessed: only a run trained again needs that."""
+    runner, calls = _preparing_runner(tmp_path, monkeypatch, all_finished=True)
+    runner.prepare(runner.protocol.runs)
+    assert calls == {"made": [5, 10, "all"], "planned": 0, "preprocessed": []}
+
+    (tmp_path / "changed").mkdir()
+    runner, calls = _preparing_runner(tmp_path / "changed", monkeypatch, all_finished=True)
+    results = load_results(runner.results_file)
+    results["runs"]["nnUNetTrainerMICD__labeled10__seed0"]["method_config"]["method"]["lambda_max"] = 0.5
+    save_results(results, runner.results_file)
+    runner.prepare(runner.protocol.runs)
+    assert calls == {"made": [5, 10, "all"], "planned": 1, "preprocessed": [10]}  # trained again, on 10
 
 
 def test_a_trainer_added_to_the_protocol_has_every_cost_measured_again(tmp_path):
