@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from batchgenerators.utilities.file_and_folder_operations import isdir, isfile, join, load_json, maybe_mkdir_p, \
     save_json, subdirs
+from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
 from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
 
 import nnunetv2_micd
@@ -260,9 +261,14 @@ class BenchmarkRunner:
     def run_folder(self, run: RunSpec) -> str:
         return join(self.work, "runs", run.name)
 
+    def model_identifier(self, trainer: str) -> str:
+        """nnU-Net's name of ``trainer``'s output folder under the protocol's plans and configuration."""
+        return convert_trainer_plans_config_to_identifier(trainer, self.protocol.plans_name,
+                                                          self.protocol.configuration)
+
     def model_folder(self, run: RunSpec) -> str:
         return join(self.run_folder(run), "nnUNet_results", self.dataset_name(run.labeled),
-                    f"{run.trainer}__{self.protocol.plans_name}__{self.protocol.configuration}", "fold_all")
+                    self.model_identifier(run.trainer), "fold_all")
 
     def run_environment(self, run: RunSpec) -> Dict[str, str]:
         budget = self.protocol.budget
@@ -518,8 +524,8 @@ class BenchmarkRunner:
         folder = join(self.run_folder(run), "student_a")
         results_root = join(folder, "nnUNet_results")
         self.micd("export-plain", "-i", os.path.dirname(self.model_folder(run)), "-o",
-                  join(results_root, self.dataset_name(run.labeled),
-                       f"nnUNetTrainer__{self.protocol.plans_name}__{self.protocol.configuration}"), "-f", "all")
+                  join(results_root, self.dataset_name(run.labeled), self.model_identifier("nnUNetTrainer")),
+                  "-f", "all")
         environment = {**self.run_environment(run), "nnUNet_results": results_root}
         predictions = self._predict_and_evaluate(run, environment, "nnUNetTrainer", join(folder, "predictions"))
         return dice_from_summary(join(predictions, "summary.json"))
@@ -575,8 +581,7 @@ class BenchmarkRunner:
                      "-f", "all", "-chk", "checkpoint_final.pth", "-device", self.device,
                      *prediction_workers(self.device)],
                     environment, log_file)
-        model = join(environment["nnUNet_results"], name,
-                     f"{trainer}__{self.protocol.plans_name}__{self.protocol.configuration}")
+        model = join(environment["nnUNet_results"], name, self.model_identifier(trainer))
         run_command(["nnUNetv2_evaluate_folder", join(self.raw, name, "labelsTs"), predictions,
                      "-djfile", join(model, "dataset.json"), "-pfile", join(model, "plans.json"),
                      "-np", self.processes], environment, log_file)
