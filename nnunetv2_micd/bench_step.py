@@ -28,6 +28,7 @@ import torch
 
 from nnunetv2_micd.benchmark.protocol import LABELED_ONLY_TRAINER
 from nnunetv2_micd.benchmark.results import memory_measure
+from nnunetv2_micd.errors import UsageError
 from nnunetv2_micd.method.ema import ema_update_
 from nnunetv2_micd.method.masking import apply_mask
 from nnunetv2_micd.training.nnUNetTrainerMICD import nnUNetTrainerMICD
@@ -226,7 +227,7 @@ def measure_trainer(name: str, settings: BenchSettings, analyse: bool) -> Dict:
                        settings.fold, device)
     try:
         if analyse and not isinstance(trainer, nnUNetTrainerMICD):
-            raise ValueError(f"the parts of a step are those of a MICD trainer; measure {name} with --compare")
+            raise UsageError(f"the parts of a step are those of a MICD trainer; measure {name} with --compare")
         batches = [next(trainer.dataloader_train) for _ in range(warmup + steps)]
         result = {**_time_steps(trainer, batches, steps, warmup, device), "batch_size": trainer.batch_size}
         if analyse:

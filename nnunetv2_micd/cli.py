@@ -5,8 +5,7 @@ import os
 import sys
 from typing import List, Optional
 
-from nnunetv2_micd.benchmark.lock import LockUnsupported, WorkFolderBusy
-from nnunetv2_micd.commands import CommandFailed
+from nnunetv2_micd.errors import DataError, MicdError
 
 
 def trainer_path() -> str:
@@ -22,6 +21,14 @@ def _cmd_trainer_path(args) -> None:
 def _cmd_make_ssl_dataset(args) -> None:
     from nnunetv2_micd.dataset.ssl_split import make_ssl_dataset
     make_ssl_dataset(args.d, args.o, args.labeled, args.test, args.seed, args.overwrite)
+
+
+def _cmd_check_dataset(args) -> None:
+    from nnunetv2_micd.dataset.check import check_dataset, format_check
+    check = check_dataset(args.d, args.np)
+    print("\n".join(format_check(check)))
+    if check.problems:
+        raise DataError(f"{len(check.problems)} problem(s) found; fix them before preprocessing")
 
 
 def _cmd_preprocess_unlabeled(args) -> None:
@@ -120,8 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the new dataset if it exists")
     p.set_defaults(func=_cmd_make_ssl_dataset)
 
+    p = commands.add_parser("check-dataset",
+                            help="read every file of a raw dataset (labeled, unlabeled, test) in full and report "
+                                 "broken, inconsistent or duplicated scans by case")
+    p.add_argument("-d", required=True, help="dataset id or name (in nnUNet_raw)")
+    p.add_argument("-np", type=int, default=None, help="worker processes (default: nnUNet_def_n_proc)")
+    p.set_defaults(func=_cmd_check_dataset)
+
     p = commands.add_parser("preprocess-unlabeled",
-                            help="preprocess imagesUnlabeled/ with the dataset's plans (resumable)")
+                            help="check the raw dataset, then preprocess imagesUnlabeled/ with the dataset's plans "
+                                 "(resumable)")
     p.add_argument("-d", required=True, help="dataset id or name")
     p.add_argument("-c", nargs="+", default=["3d_fullres"], help="configurations (default: 3d_fullres)")
     p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
@@ -224,8 +239,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, CommandFailed, WorkFolderBusy, LockUnsupported) as e:
-        # bad input is the user's to fix: say what is wrong, without a traceback (a program error keeps its own)
+    except MicdError as e:
+        # an expected failure is the user's to fix: say what is wrong, without a traceback (a bug keeps its own)
         print(f"micd {args.command}: error: {e}", file=sys.stderr)
         sys.exit(1)
 

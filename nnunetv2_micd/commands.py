@@ -4,8 +4,10 @@ import sys
 from collections import deque
 from typing import Callable, Dict, List, Optional, Sequence
 
+from nnunetv2_micd.errors import MicdError
 
-class CommandFailed(RuntimeError):
+
+class CommandFailed(MicdError, RuntimeError):
     """One of nnU-Net's commands exited with an error; its output says why."""
 
 

@@ -11,6 +11,8 @@ from batchgenerators.utilities.file_and_folder_operations import isfile, join, l
 from nnunetv2.paths import nnUNet_preprocessed
 from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
+from nnunetv2_micd.errors import MissingInputError, UsageError
+
 DEFAULT_TINY_FEATURES = (8, 16, 32, 64)
 PER_STAGE_KEYS = ("kernel_sizes", "strides", "n_conv_per_stage", "n_blocks_per_stage")
 
@@ -22,7 +24,7 @@ def shrink_architecture(arch_kwargs: dict, features: Sequence[int]) -> dict:
     features = features[:num_stages]
     if num_stages < 3:
         # with 2 stages nnU-Net's deep-supervision loss weights all scales by 0 / 0 and every loss is NaN
-        raise ValueError(f"the tiny network needs at least 3 stages for nnU-Net's deep supervision, got "
+        raise UsageError(f"the tiny network needs at least 3 stages for nnU-Net's deep supervision, got "
                          f"{num_stages} (features {list(features)}, {arch_kwargs['n_stages']} planned stages)")
     shrunk = deepcopy(arch_kwargs)
     shrunk["n_stages"] = num_stages
@@ -38,7 +40,7 @@ def shrink_architecture(arch_kwargs: dict, features: Sequence[int]) -> dict:
 def make_tiny_plans(plans: dict, new_name: str, features: Sequence[int] = DEFAULT_TINY_FEATURES,
                     batch_size: int = 2) -> dict:
     if batch_size < 1:
-        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+        raise UsageError(f"batch size must be at least 1, got {batch_size}")
     tiny = deepcopy(plans)
     tiny["plans_name"] = new_name
     for configuration in tiny["configurations"].values():
@@ -56,9 +58,9 @@ def write_tiny_plans(dataset: str, source_plans: str = "nnUNetPlans", new_name: 
     dataset_folder = join(nnUNet_preprocessed.require(), maybe_convert_to_dataset_name(dataset))
     source_file = join(dataset_folder, source_plans + ".json")
     if not isfile(source_file):
-        raise FileNotFoundError(f"No plans file {source_file}. Run nnUNetv2_plan_and_preprocess first.")
+        raise MissingInputError(f"No plans file {source_file}. Run nnUNetv2_plan_and_preprocess first.")
     if new_name == source_plans:
-        raise ValueError("the tiny plans need a name different from the source plans")
+        raise UsageError("the tiny plans need a name different from the source plans")
     target_file = join(dataset_folder, new_name + ".json")
     save_json(make_tiny_plans(load_json(source_file), new_name, features, batch_size), target_file, sort_keys=False)
     return target_file

@@ -16,6 +16,8 @@ from typing import Optional
 
 from batchgenerators.utilities.file_and_folder_operations import isfile, join
 
+from nnunetv2_micd.errors import MicdError
+
 try:
     import fcntl
 except ImportError:  # Windows
@@ -24,12 +26,12 @@ except ImportError:  # Windows
 LOCK_FILE = "benchmark.lock"
 
 
-class WorkFolderBusy(RuntimeError):
-    pass
+class WorkFolderBusy(MicdError, RuntimeError):
+    """Another benchmark holds the work folder."""
 
 
-class LockUnsupported(RuntimeError):
-    pass
+class LockUnsupported(MicdError, RuntimeError):
+    """The system has no POSIX file locks."""
 
 
 def _require_file_locks() -> None:

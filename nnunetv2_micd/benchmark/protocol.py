@@ -41,6 +41,8 @@ import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple, Union
 
+from nnunetv2_micd.errors import MicdError, MissingInputError
+
 PROTOCOL_VERSION = 1
 ALL_LABELED = "all"
 BUILTIN_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "protocols")
@@ -57,7 +59,7 @@ TAG_PATTERN = re.compile(r"[A-Za-z0-9.-]+")
 Labeled = Union[int, str]
 
 
-class ProtocolError(ValueError):
+class ProtocolError(MicdError, ValueError):
     """A protocol file that cannot be run."""
 
 
@@ -238,7 +240,7 @@ def protocol_path(name_or_path: str) -> str:
     builtin = os.path.join(BUILTIN_FOLDER, name_or_path + ".json")
     if os.path.isfile(builtin):
         return builtin
-    raise FileNotFoundError(f"no protocol file {name_or_path!r}; built-in protocols: {builtin_protocols()}")
+    raise MissingInputError(f"no protocol file {name_or_path!r}; built-in protocols: {builtin_protocols()}")
 
 
 def load_protocol(name_or_path: str, source_override: Optional[str] = None) -> Tuple[Protocol, str]:

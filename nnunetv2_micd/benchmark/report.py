@@ -19,6 +19,7 @@ from scipy.stats import wilcoxon
 
 from nnunetv2_micd.benchmark.protocol import ALL_LABELED, LABELED_ONLY_TRAINER, Protocol
 from nnunetv2_micd.benchmark.results import dice_from_summary, load_results, memory_measure
+from nnunetv2_micd.errors import DataError, UsageError
 from nnunetv2_micd.plotting import grouped_bars, save_figure
 from nnunetv2_micd.tables import markdown_table
 
@@ -131,12 +132,12 @@ def compare_case_dice(cases: Dict[str, Optional[float]], reference: Dict[str, Op
     the report compares a method with the baseline."""
     if cases.keys() != reference.keys():
         only = sorted(cases.keys() ^ reference.keys())
-        raise ValueError(f"{name} and {reference_name} evaluate different cases (in only one of "
-                         f"them: {', '.join(only[:5])}{' ...' if len(only) > 5 else ''})")
+        raise DataError(f"{name} and {reference_name} evaluate different cases (in only one of "
+                        f"them: {', '.join(only[:5])}{' ...' if len(only) > 5 else ''})")
     differences = {case: dice - reference[case] for case, dice in cases.items()
                    if dice is not None and reference[case] is not None}
     if not differences:
-        raise ValueError(f"{name} and {reference_name} have no case with a class to compare")
+        raise DataError(f"{name} and {reference_name} have no case with a class to compare")
     return PairedComparison.of(differences)
 
 
@@ -151,11 +152,11 @@ def run_case_dice(results: dict, name: str) -> Dict[str, Optional[float]]:
     run_name, _, part = name.partition(":")
     run = results["runs"].get(run_name)
     if run is None:
-        raise ValueError(f"no run {run_name!r} in the results file; its runs: {', '.join(sorted(results['runs']))}")
+        raise UsageError(f"no run {run_name!r} in the results file; its runs: {', '.join(sorted(results['runs']))}")
     if not part:
         return run["case_mean_dice"]
     if part != "student_a" or "student_a" not in run:
-        raise ValueError(f"{name}: a run has only ':student_a' after its name, for a two-student trainer's run")
+        raise UsageError(f"{name}: a run has only ':student_a' after its name, for a two-student trainer's run")
     return run["student_a"]["case_mean_dice"]
 
 
@@ -264,7 +265,7 @@ def write_report(results_file: str, output_folder: str) -> str:
     """Writes report.md and its pictures; returns the path of report.md."""
     results = load_results(results_file)
     if not results["runs"]:
-        raise ValueError(f"{results_file} holds no finished run yet")
+        raise UsageError(f"{results_file} holds no finished run yet")
     os.makedirs(output_folder, exist_ok=True)
     for filename, (plot, _) in PICTURES.items():
         plot(results, os.path.join(output_folder, filename))

@@ -43,6 +43,8 @@ import numpy as np
 from batchgenerators.utilities.file_and_folder_operations import load_json
 from nnunetv2.imageio.reader_writer_registry import LIST_OF_IO_CLASSES
 
+from nnunetv2_micd.errors import MicdError
+
 SCHEMA_VERSION = 1
 DICE_FIELDS = {"dice": dict, "mean_dice": (int, float), "case_mean_dice": dict}
 RUN_FIELDS = {
@@ -66,7 +68,7 @@ def case_name(image_file: str) -> str:
     return name[:-len(max(endings, key=len))] if endings else os.path.splitext(name)[0]
 
 
-class ResultsError(ValueError):
+class ResultsError(MicdError, ValueError):
     """A results file that does not follow the schema."""
 
 

@@ -35,6 +35,7 @@ from nnunetv2_micd.benchmark.lock import WorkFolderLock, running_benchmark
 from nnunetv2_micd.benchmark.protocol import ALL_LABELED, Protocol, ProtocolError, RunSpec
 from nnunetv2_micd.benchmark.results import CURVE_KEYS, dice_from_summary, empty_results, load_results, save_results
 from nnunetv2_micd.commands import micd_command, prediction_workers, run_command
+from nnunetv2_micd.errors import MissingInputError
 from nnunetv2_micd.training.nnUNetTrainerBudget import EFFECTIVE_CONFIG_FILE
 
 RESULTS_FILE = "results.json"
@@ -99,7 +100,7 @@ class BenchmarkRunner:
         prefix = f"Dataset{self.protocol.values['source_dataset_id']:03d}_"
         found = subdirs(self.raw, prefix=prefix, join=False) if isdir(self.raw) else []
         if len(found) != 1:
-            raise FileNotFoundError(f"expected one source dataset {prefix}* in {self.raw}, found {found}")
+            raise MissingInputError(f"expected one source dataset {prefix}* in {self.raw}, found {found}")
         return found[0]
 
     def dataset_name(self, labeled) -> str:
@@ -147,7 +148,7 @@ class BenchmarkRunner:
         (kind, path), = self.protocol.values["source"].items()
         path = os.path.abspath(path)
         if not isdir(path):
-            raise FileNotFoundError(f"source {kind} {path} does not exist (give another with --source)")
+            raise MissingInputError(f"source {kind} {path} does not exist (give another with --source)")
         self.say(f"importing the source dataset from {path}")
         if kind == "msd_task_folder":
             run_command(["nnUNetv2_convert_MSD_dataset", "-i", path, "-overwrite_id", str(source_id),

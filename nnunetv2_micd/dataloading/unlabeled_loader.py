@@ -19,6 +19,7 @@ from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
 from nnunetv2_micd.dataset.preprocess_unlabeled import RECORD_FILE
+from nnunetv2_micd.errors import DataError, MissingInputError, UsageError
 
 
 class nnUNetDatasetUnlabeled(nnUNetDatasetBlosc2):
@@ -30,10 +31,10 @@ class nnUNetDatasetUnlabeled(nnUNetDatasetBlosc2):
     def __init__(self, folder: str):
         record_file = join(folder, RECORD_FILE)
         if not isfile(record_file):
-            raise FileNotFoundError(f"No preprocessed unlabeled data in {folder}. Run micd preprocess-unlabeled.")
+            raise MissingInputError(f"No preprocessed unlabeled data in {folder}. Run micd preprocess-unlabeled.")
         identifiers = list(load_json(record_file)["cases"])
         if len(identifiers) == 0:
-            raise FileNotFoundError(f"{folder} holds no preprocessed cases. Run micd preprocess-unlabeled.")
+            raise MissingInputError(f"{folder} holds no preprocessed cases. Run micd preprocess-unlabeled.")
         super().__init__(folder, identifiers)
 
     def load_case(self, identifier):
@@ -46,7 +47,7 @@ class UnlabeledDataLoader(nnUNetDataLoader):
     def __init__(self, data: nnUNetDatasetUnlabeled, batch_size: int, initial_patch_size: Sequence[int],
                  patch_size: Sequence[int], label_manager: LabelManager, transforms: BasicTransform = None):
         if label_manager.has_ignore_label:
-            raise ValueError("unlabeled patches cannot be sampled for datasets with an ignore label")
+            raise DataError("unlabeled patches cannot be sampled for datasets with an ignore label")
         super().__init__(data, batch_size, initial_patch_size, patch_size, label_manager,
                          oversample_foreground_percent=0.0, transforms=transforms)
 
@@ -58,7 +59,7 @@ class UnlabeledDataLoader(nnUNetDataLoader):
 def make_augmenter(loader, num_processes: int, pin_memory: bool = False):
     """Background workers like nnU-Net's training loader; 0 workers runs in the calling process."""
     if num_processes < 0:
-        raise ValueError(f"number of augmentation workers must be >= 0, got {num_processes}")
+        raise UsageError(f"number of augmentation workers must be >= 0, got {num_processes}")
     if num_processes == 0:
         return SingleThreadedAugmenter(loader, None)
     return NonDetMultiThreadedAugmenter(loader, None, num_processes=num_processes,

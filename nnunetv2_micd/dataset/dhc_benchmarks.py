@@ -28,6 +28,7 @@ from nnunetv2.paths import nnUNet_preprocessed
 from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
 from nnunetv2_micd.dataset.ssl_split import raw_root, refuse_taken_id
+from nnunetv2_micd.errors import DataError, ExistingOutputError, MissingInputError, UsageError
 
 SPLITS_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dhc_splits")
 DHC_COMMIT = "3a09c3401053f8536b1cbf4397601e277563e8e9"
@@ -64,7 +65,7 @@ def _read_list(benchmark: str, name: str) -> List[str]:
 def dhc_split(benchmark: Benchmark, labeled: str) -> Dict[str, List[str]]:
     """DHC's ids for one labeled fraction: labeled, unlabeled, eval and test, checked for leakage."""
     if labeled not in benchmark.labeled_fractions:
-        raise ValueError(f"DHC published {benchmark.name} splits for {', '.join(benchmark.labeled_fractions)} "
+        raise UsageError(f"DHC published {benchmark.name} splits for {', '.join(benchmark.labeled_fractions)} "
                          f"labeled, not {labeled}")
     suffix = labeled.rstrip("%") + "p"
     split = {"labeled": _read_list(benchmark.name, "labeled_" + suffix),
@@ -72,12 +73,12 @@ def dhc_split(benchmark: Benchmark, labeled: str) -> Dict[str, List[str]]:
              "eval": _read_list(benchmark.name, "eval"), "test": _read_list(benchmark.name, "test")}
     train = set(_read_list(benchmark.name, "train"))
     if set(split["labeled"]) | set(split["unlabeled"]) != train or set(split["labeled"]) & set(split["unlabeled"]):
-        raise ValueError(f"DHC's {benchmark.name} {labeled} lists do not partition its training cases")
+        raise DataError(f"DHC's {benchmark.name} {labeled} lists do not partition its training cases")
     for held_out in ("eval", "test"):
         if train & set(split[held_out]):
-            raise ValueError(f"DHC's {benchmark.name} {held_out} cases overlap its training cases")
+            raise DataError(f"DHC's {benchmark.name} {held_out} cases overlap its training cases")
     if set(split["eval"]) & set(split["test"]):
-        raise ValueError(f"DHC's {benchmark.name} eval and test cases overlap")
+        raise DataError(f"DHC's {benchmark.name} eval and test cases overlap")
     return split
 
 
@@ -85,7 +86,7 @@ def _synapse_files(source: str) -> Dict[str, Tuple[str, str]]:
     """DHC id ('0001') -> (image, label) in the BTCV download's RawData/Training/{img,label} layout."""
     training = join(source, "RawData", "Training")
     if not isdir(join(training, "img")) or not isdir(join(training, "label")):
-        raise FileNotFoundError(f"{source} is not the Synapse/BTCV download: expected "
+        raise MissingInputError(f"{source} is not the Synapse/BTCV download: expected "
                                 f"RawData/Training/img/imgXXXX.nii.gz and RawData/Training/label/labelXXXX.nii.gz")
     files = {}
     for name in sorted(os.listdir(join(training, "img"))):
@@ -98,7 +99,7 @@ def _synapse_files(source: str) -> Dict[str, Tuple[str, str]]:
 def _amos_files(source: str) -> Dict[str, Tuple[str, str]]:
     """DHC id ('amos_0001') -> (image, label) in the AMOS22 layout (imagesTr/labelsTr, imagesVa/labelsVa)."""
     if not all(isdir(join(source, f)) for f in ("imagesTr", "labelsTr", "imagesVa", "labelsVa")):
-        raise FileNotFoundError(f"{source} is not the AMOS22 download: expected imagesTr, labelsTr, imagesVa and "
+        raise MissingInputError(f"{source} is not the AMOS22 download: expected imagesTr, labelsTr, imagesVa and "
                                 f"labelsVa")
     files = {}
     for images, labels in (("imagesTr", "labelsTr"), ("imagesVa", "labelsVa")):
@@ -118,12 +119,12 @@ def _check_labels(files: Dict[str, Tuple[str, str]], cases: List[str], allowed: 
     for case in cases:
         label_file = files[case][1]
         if not isfile(label_file):
-            raise FileNotFoundError(f"case {case}: label file {label_file} is missing")
+            raise MissingInputError(f"case {case}: label file {label_file} is missing")
         values = set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(label_file))).tolist())
         unexpected = sorted(values - allowed_values)
         if unexpected:
-            raise ValueError(f"case {case}: label values {unexpected} in {label_file} are not among "
-                             f"{sorted(allowed_values)}")
+            raise DataError(f"case {case}: label values {unexpected} in {label_file} are not among "
+                            f"{sorted(allowed_values)}")
 
 
 def convert(benchmark: Benchmark, source: str, labeled: str, target_id: Optional[int] = None,
@@ -131,7 +132,7 @@ def convert(benchmark: Benchmark, source: str, labeled: str, target_id: Optional
     """Writes the nnU-Net raw dataset (staged in a hidden folder and renamed at the end); returns its folder."""
     split = dhc_split(benchmark, labeled)
     if ct_only and benchmark is not AMOS:
-        raise ValueError("only AMOS mixes CT and MRI; --ct-only applies to it alone")
+        raise UsageError("only AMOS mixes CT and MRI; --ct-only applies to it alone")
     if ct_only:
         split = {k: [c for c in v if int(c.split("_")[-1]) < FIRST_MRI_AMOS_ID] for k, v in split.items()}
     dataset_id = target_id or benchmark.default_id
@@ -139,12 +140,12 @@ def convert(benchmark: Benchmark, source: str, labeled: str, target_id: Optional
     name = f"Dataset{dataset_id:03d}_{benchmark.name.capitalize()}{suffix}"
     target = join(raw_root(), name)
     if isdir(target):
-        raise FileExistsError(f"{target} already exists; remove it or choose another id with -o")
+        raise ExistingOutputError(f"{target} already exists; remove it or choose another id with -o")
     refuse_taken_id(name)
     files = _synapse_files(source) if benchmark is SYNAPSE else _amos_files(source)
     missing = sorted(c for ids in split.values() for c in ids if c not in files)
     if missing:
-        raise FileNotFoundError(f"{len(missing)} cases of DHC's {benchmark.name} split are not in {source}: "
+        raise MissingInputError(f"{len(missing)} cases of DHC's {benchmark.name} split are not in {source}: "
                                 f"{missing[:10]}{' ...' if len(missing) > 10 else ''}")
     labeled_cases = split["labeled"] + split["eval"]
     _check_labels(files, labeled_cases + split["test"], benchmark.labels)
@@ -186,11 +187,11 @@ def write_dhc_splits_final(dataset: str) -> str:
     name = maybe_convert_to_dataset_name(dataset)
     manifest_file = join(raw_root(), name, MANIFEST_FILE)
     if not isfile(manifest_file):
-        raise FileNotFoundError(f"{manifest_file} not found: {name} was not made by micd convert-synapse or "
+        raise MissingInputError(f"{manifest_file} not found: {name} was not made by micd convert-synapse or "
                                 f"convert-amos")
     preprocessed = join(nnUNet_preprocessed.require(), name)
     if not isdir(preprocessed):
-        raise FileNotFoundError(f"{preprocessed} not found: run nnUNetv2_plan_and_preprocess -d {name} first")
+        raise MissingInputError(f"{preprocessed} not found: run nnUNetv2_plan_and_preprocess -d {name} first")
     cases = load_json(manifest_file)["case_names"]
     target = join(preprocessed, "splits_final.json")
     save_json([{"train": cases["labeled"], "val": cases["eval"]}], target)

@@ -24,7 +24,8 @@ from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_datas
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from tqdm import tqdm
 
-from nnunetv2_micd.dataset.unlabeled_raw import check_unlabeled_cases_readable, list_unlabeled_cases
+from nnunetv2_micd.dataset.check import SPLIT_FOLDERS, check_raw_dataset
+from nnunetv2_micd.errors import DataError, MissingInputError, UsageError
 
 RECORD_FILE = "micd_unlabeled.json"
 SCRATCH_FOLDER = ".partial"
@@ -149,27 +150,49 @@ def preprocess_unlabeled_configuration(preprocessed_dataset_folder: str, plans_m
 
 
 def _starred_preprocess_case(arguments):
-    return _preprocess_case(*arguments)
+    """Worker entry: a failure names the case (its traceback from the worker follows it)."""
+    case, files = arguments[:2]
+    try:
+        return _preprocess_case(*arguments)
+    except Exception as e:
+        raise RuntimeError(f"preprocessing unlabeled case '{case}' ({', '.join(files)}) failed: "
+                           f"{type(e).__name__}: {e}") from e
+
+
+def checked_unlabeled_cases(raw_dataset_folder: str, num_processes: int) -> Dict[str, List[str]]:
+    """The unlabeled cases (id -> channel files), once ``micd check-dataset`` finds nothing wrong in any split: a
+    duplicate of a test scan is found only by looking at the test scans too."""
+    folder = join(raw_dataset_folder, SPLIT_FOLDERS["unlabeled"][0])
+    if not isdir(folder):
+        raise MissingInputError(f"{folder} does not exist. Put the unlabeled images there, named like imagesTr "
+                                f"({{case}}_{{channel:04d}}{{file_ending}}).")
+    check = check_raw_dataset(raw_dataset_folder, num_processes)
+    check.raise_if_problems()
+    cases = {case.name: list(case.images) for case in check.cases_of("unlabeled")}
+    if not cases:
+        raise DataError(f"{folder} holds no images")
+    print(check.summary())
+    return cases
 
 
 def preprocess_unlabeled(dataset: str, configurations: Iterable[str] = ("3d_fullres",),
                          plans_identifier: str = "nnUNetPlans", num_processes: Optional[int] = None) -> List[str]:
-    """Checks every unlabeled case first (nothing is written if one is bad), then preprocesses each configuration."""
+    """Checks the whole raw dataset first (nothing is written if a case is bad), then preprocesses each
+    configuration."""
     dataset_name = maybe_convert_to_dataset_name(dataset)
     preprocessed_dataset_folder = join(nnUNet_preprocessed.require(), dataset_name)
     plans_file = join(preprocessed_dataset_folder, plans_identifier + ".json")
     if not isfile(plans_file):
-        raise FileNotFoundError(f"No plans file {plans_file}. Run nnUNetv2_plan_and_preprocess -d {dataset} "
+        raise MissingInputError(f"No plans file {plans_file}. Run nnUNetv2_plan_and_preprocess -d {dataset} "
                                 f"first (and micd tiny-plans if you asked for tiny plans).")
     plans_manager = PlansManager(plans_file)
     for configuration_name in configurations:
         if configuration_name not in plans_manager.available_configurations:
-            raise ValueError(f"configuration '{configuration_name}' is not in {plans_file}; available: "
+            raise UsageError(f"configuration '{configuration_name}' is not in {plans_file}; available: "
                              f"{plans_manager.available_configurations}")
     dataset_json = load_json(join(preprocessed_dataset_folder, "dataset.json"))
     num_processes = default_num_processes if num_processes is None else num_processes
 
-    cases = list_unlabeled_cases(join(nnUNet_raw.require(), dataset_name), dataset_json)
-    check_unlabeled_cases_readable(cases, plans_manager.image_reader_writer_class, num_processes)
+    cases = checked_unlabeled_cases(join(nnUNet_raw.require(), dataset_name), num_processes)
     return [preprocess_unlabeled_configuration(preprocessed_dataset_folder, plans_manager, dataset_json, c,
                                                num_processes, cases) for c in configurations]

@@ -12,12 +12,14 @@ import os
 from dataclasses import asdict, dataclass, fields
 from typing import List, Optional, Sequence, Tuple
 
+from nnunetv2_micd.errors import MicdError
+
 CLASS_WEIGHTING_MODES = ("dhc", "none")
 CMD_MODES = ("own", "cross")
 INFERENCE_MODES = ("ensemble", "student_a", "teachers")
 
 
-class ConfigError(ValueError):
+class ConfigError(MicdError, ValueError):
     """A configuration that must not start a training."""
 
 

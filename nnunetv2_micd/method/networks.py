@@ -13,6 +13,8 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
+from nnunetv2_micd.errors import UsageError
+
 PLAIN_UNET = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
 RESIDUAL_UNET = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
 NNUNET_CONVS_PER_STAGE = 2  # what nnU-Net plans for a PlainConvUNet stage
@@ -32,7 +34,7 @@ def heterogeneous_architecture(class_name: str, arch_kwargs: dict) -> Tuple[str,
             kwargs.pop(key, None)
         kwargs["n_conv_per_stage"] = [NNUNET_CONVS_PER_STAGE] * n_stages
         return PLAIN_UNET, kwargs
-    raise ValueError(f"MICD builds its second branch for PlainConvUNet or ResidualEncoderUNet plans, "
+    raise UsageError(f"MICD builds its second branch for PlainConvUNet or ResidualEncoderUNet plans, "
                      f"not for {class_name}")
 
 

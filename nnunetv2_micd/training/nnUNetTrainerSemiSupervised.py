@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nnunetv2_micd.dataloading.unlabeled_loader import UnlabeledDataLoader, make_augmenter, nnUNetDatasetUnlabeled
 from nnunetv2_micd.dataset.preprocess_unlabeled import RECORD_FILE, preprocessing_signature, unlabeled_data_folder
+from nnunetv2_micd.errors import MissingInputError
 from nnunetv2_micd.method.config import ConfigError, SemiSupervisedConfig
 from nnunetv2_micd.method.ema import ema_update_
 from nnunetv2_micd.method.rampup import gaussian_rampup
@@ -122,7 +123,7 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainerBudget):
         try:
             nnUNetDatasetUnlabeled(folder)
         except FileNotFoundError as e:
-            raise FileNotFoundError(f"{e} For this training: put the unlabeled images in nnUNet_raw/{dataset}/"
+            raise MissingInputError(f"{e} For this training: put the unlabeled images in nnUNet_raw/{dataset}/"
                                     f"imagesUnlabeled and run {command}") from None
         made_with = load_json(join(folder, RECORD_FILE))["preprocessing_signature"]
         if made_with != preprocessing_signature(self.plans_manager, self.configuration_name, self.dataset_json):

@@ -5,14 +5,15 @@ import shutil
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunetv2_micd.dataloading.unlabeled_loader import UnlabeledDataLoader, make_augmenter, nnUNetDatasetUnlabeled
-from nnunetv2_micd.dataset.preprocess_unlabeled import RECORD_FILE, preprocess_unlabeled
-from nnunetv2_micd.dataset.unlabeled_raw import UnlabeledDataError
+from nnunetv2_micd.dataset.preprocess_unlabeled import RECORD_FILE, _starred_preprocess_case, preprocess_unlabeled
+from nnunetv2_micd.errors import DataError, MissingInputError
 from tests.conftest import micd
 
 
@@ -88,40 +89,80 @@ def scratch_raw(unlabeled, tmp_path, monkeypatch):
     return raw / "imagesUnlabeled"
 
 
-def _assert_refused(unlabeled, message):
-    record_before = (unlabeled["folder"] / RECORD_FILE).read_text()
-    with pytest.raises(UnlabeledDataError, match=message):
+def _assert_refused(unlabeled, message, error=DataError):
+    """Refused with ``message`` before anything in nnUNet_preprocessed changed."""
+    def state():
+        return {f: os.stat(f).st_mtime_ns for f in unlabeled["preprocessed"].rglob("*")}
+
+    before = state()
+    with pytest.raises(error, match=message):
         preprocess_unlabeled(unlabeled["id"], ["3d_fullres"], num_processes=1)
-    assert (unlabeled["folder"] / RECORD_FILE).read_text() == record_before
+    assert state() == before
 
 
 def test_wrong_channel_count_is_refused_before_any_work(unlabeled, scratch_raw):
     shutil.copy(scratch_raw / "synth_006_0000.nii.gz", scratch_raw / "synth_006_0001.nii.gz")
-    _assert_refused(unlabeled, r"'synth_006': found channels \[0, 1\]")
+    _assert_refused(unlabeled, r"unlabeled case 'synth_006' \(imagesUnlabeled\): found channels \[0, 1\]")
 
 
 def test_wrong_file_ending_is_refused(unlabeled, scratch_raw):
     (scratch_raw / "synth_007_0000.nii").write_bytes(b"")
-    _assert_refused(unlabeled, "synth_007_0000.nii: wrong file ending")
+    _assert_refused(unlabeled, r"synth_007_0000.nii\): not named \{case\}_\{channel:04d\}.nii.gz")
 
 
 def test_a_test_image_among_the_unlabeled_ones_is_refused(unlabeled, scratch_raw):
     test_image = sorted((scratch_raw.parent / "imagesTs").iterdir())[0]
     shutil.copy(test_image, scratch_raw / test_image.name)
     case = test_image.name[:-len("_0000.nii.gz")]
-    _assert_refused(unlabeled, rf"unlabeled case\(s\) \['{case}'\] are also in .*imagesTs: test images must not "
-                               r"train the model")
+    _assert_refused(unlabeled, rf"'{case}' \(imagesTs\): case id also in unlabeled: one scan in two splits")
 
 
 def test_unreadable_image_is_refused(unlabeled, scratch_raw):
     (scratch_raw / "synth_008_0000.nii.gz").write_bytes(b"not an image")
-    _assert_refused(unlabeled, "'synth_008' cannot be read")
+    _assert_refused(unlabeled, "unlabeled case 'synth_008' .*corrupt")
 
 
 def test_empty_unlabeled_folder_is_refused(unlabeled, scratch_raw):
     for f in scratch_raw.iterdir():
         f.unlink()
     _assert_refused(unlabeled, "holds no images")
+    scratch_raw.rmdir()
+    _assert_refused(unlabeled, "imagesUnlabeled does not exist", MissingInputError)
+
+
+def _cut_in_half(path):
+    path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+
+
+def _two_volumes_in_one_file(path):
+    volume = sitk.ReadImage(str(path))
+    sitk.WriteImage(sitk.JoinSeries([volume, volume]), str(path), True)
+
+
+def _one_slice(path):
+    sitk.WriteImage(sitk.ReadImage(str(path))[:, :, 5], str(path), True)
+
+
+def _a_nan_voxel(path):
+    image = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    image[5, 5, 5] = np.nan
+    sitk.WriteImage(sitk.GetImageFromArray(image), str(path), True)
+
+
+@pytest.mark.parametrize("breaks, message", [
+    (_cut_in_half, "the file is cut off"), (_two_volumes_in_one_file, "a 4D file: read as 2 channels"),
+    (_one_slice, "a 2D image in a 3D dataset"), (_a_nan_voxel, "1 of .* voxels are NaN or infinite")])
+def test_a_bad_scan_is_refused_naming_its_case_before_anything_is_written(unlabeled, scratch_raw, breaks, message):
+    breaks(scratch_raw / "synth_009_0000.nii.gz")
+    _assert_refused(unlabeled, f"unlabeled case 'synth_009' \\(synth_009_0000.nii.gz\\): {message}")
+
+
+def test_a_failure_inside_a_preprocessing_worker_names_its_case(unlabeled, tmp_path):
+    plans = unlabeled["plans"]
+    arguments = ("synth_042", [str(tmp_path / "gone_0000.nii.gz")], str(tmp_path), plans,
+                 plans.get_configuration("3d_fullres"), unlabeled["dataset_json"])
+    with pytest.raises(RuntimeError, match=r"preprocessing unlabeled case 'synth_042' \(.*gone_0000.nii.gz\) failed"):
+        _starred_preprocess_case(arguments)
 
 
 def _loader(unlabeled, batch_size=2, transforms="training"):
