@@ -27,6 +27,27 @@ def test_a_program_error_keeps_its_traceback(monkeypatch):
         cli.main(["trainer-path"])
 
 
+def test_a_value_error_from_a_bug_keeps_its_traceback_and_an_expected_one_is_one_line(monkeypatch, capsys):
+    from nnunetv2_micd.errors import DataError
+
+    def bug(args):
+        raise ValueError("operands could not be broadcast together with shapes (3,) (4,)")
+
+    monkeypatch.setattr(cli, "_cmd_trainer_path", bug)
+    with pytest.raises(ValueError, match="could not be broadcast"):
+        cli.main(["trainer-path"])
+
+    def bad_scan(args):
+        raise DataError("unlabeled case 'scan_7' (scan_7_0000.nii.gz): the file is cut off")
+
+    monkeypatch.setattr(cli, "_cmd_trainer_path", bad_scan)
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["trainer-path"])
+    assert stopped.value.code == 1
+    assert capsys.readouterr().err == "micd trainer-path: error: unlabeled case 'scan_7' (scan_7_0000.nii.gz): the " \
+                                      "file is cut off\n"
+
+
 def test_micd_works_without_posix_file_locks_and_benchmark_says_it_needs_them(monkeypatch, tmp_path, capsys):
     # Windows has no fcntl: micd must still import and serve the user's workflow (trainer-path first)
     without_fcntl = "import sys; sys.modules['fcntl'] = None; from nnunetv2_micd import cli; cli.main(['trainer-path'])"
