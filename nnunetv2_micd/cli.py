@@ -6,12 +6,7 @@ import sys
 from typing import List, Optional
 
 from nnunetv2_micd.errors import DataError, MicdError
-
-
-def trainer_path() -> str:
-    """The folder that nnUNet_extTrainer must point to (shipped inside the installed package)."""
-    import nnunetv2_micd.trainers
-    return os.path.dirname(os.path.abspath(nnunetv2_micd.trainers.__file__))
+from nnunetv2_micd.paths import trainer_path
 
 
 def _cmd_trainer_path(args) -> None:

@@ -13,6 +13,7 @@ from batchgenerators.utilities.file_and_folder_operations import join, load_json
 
 from nnunetv2_micd.commands import micd_command, prediction_workers, run_command
 from nnunetv2_micd.dataset.synthetic import LABELS, SyntheticSpec, write_synthetic_dataset
+from nnunetv2_micd.paths import trainer_path
 from nnunetv2_micd.plotting import grouped_bars
 from nnunetv2_micd.tables import markdown_table
 
@@ -41,7 +42,6 @@ class Demo:
         self.folders = {key: join(self.root, key) for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
         self.predictions = join(self.root, "predictions")
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        from nnunetv2_micd.cli import trainer_path
         self.environment = {**os.environ, **self.folders, "nnUNet_extTrainer": trainer_path(),
                             "MICD_NUM_EPOCHS": str(settings.epochs),
                             "MICD_ITERS_PER_EPOCH": str(settings.iterations_per_epoch),

@@ -32,7 +32,7 @@ def run(command, **kwargs):
 @pytest.fixture(scope="session")
 def trainer_environment(nnunet_folders):
     """What nnUNetv2_train needs to find our trainers, with augmentation in the main process."""
-    from nnunetv2_micd.cli import trainer_path
+    from nnunetv2_micd.paths import trainer_path
     return {**os.environ, "nnUNet_extTrainer": trainer_path(), "nnUNet_n_proc_DA": "0"}
 
 

@@ -36,6 +36,7 @@ from nnunetv2_micd.benchmark.protocol import ALL_LABELED, Protocol, ProtocolErro
 from nnunetv2_micd.benchmark.results import CURVE_KEYS, dice_from_summary, empty_results, load_results, save_results
 from nnunetv2_micd.commands import micd_command, prediction_workers, run_command
 from nnunetv2_micd.errors import MissingInputError
+from nnunetv2_micd.paths import trainer_path
 from nnunetv2_micd.training.nnUNetTrainerBudget import EFFECTIVE_CONFIG_FILE
 
 RESULTS_FILE = "results.json"
@@ -69,7 +70,6 @@ class BenchmarkRunner:
         self.started = time.time()
         self.raw = join(self.work, "nnUNet_raw")
         self.preprocessed = join(self.work, "nnUNet_preprocessed")
-        from nnunetv2_micd.cli import trainer_path
         self.environment = {**os.environ, "nnUNet_raw": self.raw, "nnUNet_preprocessed": self.preprocessed,
                             "nnUNet_results": join(self.work, "unused_results"),
                             "nnUNet_extTrainer": trainer_path()}

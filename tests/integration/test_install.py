@@ -26,7 +26,7 @@ def regular_install(tmp_path_factory):
 
 
 def test_trainer_path_of_a_regular_install_holds_the_trainers(regular_install, tmp_path):
-    out = subprocess.run([sys.executable, "-c", "from nnunetv2_micd.cli import trainer_path; print(trainer_path())"],
+    out = subprocess.run([sys.executable, "-c", "from nnunetv2_micd.paths import trainer_path; print(trainer_path())"],
                          capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(regular_install)},
                          check=True)
     path = Path(out.stdout.strip())
