@@ -86,10 +86,12 @@ def _cmd_compare(args) -> None:
 
 def _cmd_evaluate(args) -> None:
     from batchgenerators.utilities.file_and_folder_operations import load_json
-    from nnunetv2_micd.evaluation.evaluate import evaluate_folder, format_table
-    result = evaluate_folder(args.ref, args.pred, args.djfile, args.pfile, args.np)
+    from nnunetv2_micd.evaluation.evaluate import evaluate_folder, format_literature_table, format_table
+    result = evaluate_folder(args.ref, args.pred, args.djfile, args.pfile, args.np, args.literature_mm)
     names = {str(value): name for name, value in load_json(args.djfile)["labels"].items()}
     print("\n".join(format_table(result, names)))
+    print()
+    print("\n".join(format_literature_table(result["literature"], names)))
 
 
 def _cmd_convert(benchmark_name: str):
@@ -206,12 +208,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-d", required=True, help="dataset made by micd convert-synapse or convert-amos")
     p.set_defaults(func=_cmd_dhc_splits)
 
-    p = commands.add_parser("evaluate", help="nnU-Net's evaluation plus ASD and HD95 per class (in mm)")
+    p = commands.add_parser("evaluate", help="nnU-Net's evaluation plus ASD and HD95 per class (in mm), and Dice, "
+                                             "Jaccard, HD95 and ASD as the ACDC semi-supervised papers compute them")
     p.add_argument("ref", help="folder with the reference segmentations")
-    p.add_argument("pred", help="folder with the predictions (summary.json and summary_surface.json go here)")
+    p.add_argument("pred", help="folder with the predictions (summary.json, summary_surface.json and "
+                                "summary_literature.json go here)")
     p.add_argument("-djfile", required=True, help="dataset.json of the dataset")
     p.add_argument("-pfile", required=True, help="plans file of the predictions")
     p.add_argument("-np", type=int, default=2, help="worker processes (default: 2)")
+    p.add_argument("--literature-mm", action="store_true",
+                   help="the papers' HD95 and ASD in mm from the reference's spacing (default: in voxels, as "
+                        "published)")
     p.set_defaults(func=_cmd_evaluate)
 
     p = commands.add_parser("compare", help="two evaluated predictions of the same cases, or two runs of a "

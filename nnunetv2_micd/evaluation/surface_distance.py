@@ -12,7 +12,8 @@ from scipy import ndimage
 
 
 def surface(mask: np.ndarray) -> np.ndarray:
-    """Voxels of ``mask`` with a face neighbour outside it (the image border counts as outside)."""
+    """Voxels of ``mask`` with a face neighbour outside it (the image border counts as outside): medpy's surface,
+    the mask XOR its erosion by the connectivity-1 structure, which ``literature_metrics`` relies on."""
     structure = ndimage.generate_binary_structure(mask.ndim, 1)
     return mask & ~ndimage.binary_erosion(mask, structure, border_value=0)
 

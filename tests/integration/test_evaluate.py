@@ -1,4 +1,5 @@
-"""``micd evaluate`` on small label maps written as NIfTI: nnU-Net's summary plus surface metrics in mm."""
+"""``micd evaluate`` on small label maps written as NIfTI: nnU-Net's summary plus surface metrics in mm, and the
+semi-supervised literature's metrics in voxels."""
 import json
 import subprocess
 import sys
@@ -6,7 +7,10 @@ import sys
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 
+from nnunetv2_micd.evaluation.evaluate import metrics_of_case
+from nnunetv2_micd.evaluation.literature_metrics import literature_metrics
 from nnunetv2_micd.evaluation.surface_distance import average_surface_distance, hausdorff_distance_95
 from tests.conftest import micd
 
@@ -67,6 +71,38 @@ def test_evaluate_adds_surface_metrics_in_millimetres(folders, synthetic_dataset
     assert surface["mean"]["3"] == {"ASD": None, "HD95": None, "n_one_empty": 1}
     assert surface["mean"]["1"]["ASD"] == pytest.approx(per_case["b.nii.gz"]["1"]["ASD"] / 2)
     assert "medium" in result.stdout and "HD95 mm" in result.stdout
+
+
+def test_evaluate_adds_the_literature_metrics_in_voxels(folders, synthetic_dataset):
+    reference, prediction, cases = folders
+    preprocessed = synthetic_dataset["preprocessed"]
+    result = micd("evaluate", reference, prediction, "-djfile", preprocessed / "dataset.json",
+                  "-pfile", preprocessed / "nnUNetPlans.json", "-np", "1")
+    literature = json.loads((prediction / "summary_literature.json").read_text())
+    per_case = {c["reference_file"].split("/")[-1]: c["metrics"] for c in literature["metric_per_case"]}
+    ref_b, pred_b = cases["b"]
+    expected_b = literature_metrics(pred_b == 1, ref_b == 1)  # no spacing: the files' 0.8 x 0.8 x 2 mm are ignored
+    assert {k: per_case["b.nii.gz"]["1"][k] for k in expected_b} == pytest.approx(expected_b)
+    assert literature["mean"]["1"]["HD95"] == pytest.approx(expected_b["HD95"] / 2)  # case a: identical masks
+    # class 2 missed in case b: zeros there, counted in the means; class 3 never predicted: zeros in both cases,
+    # also in case b where the reference lacks it too
+    assert literature["mean"]["2"] == {"Dice": 0.5, "Jaccard": 0.5, "HD95": 0.0, "ASD": 0.0,
+                                       "n_empty_prediction": 1, "n_empty_reference": 0}
+    assert literature["mean"]["3"] == {"Dice": 0.0, "Jaccard": 0.0, "HD95": 0.0, "ASD": 0.0,
+                                       "n_empty_prediction": 2, "n_empty_reference": 0}
+    assert literature["distance_unit"] == "voxels"
+    assert "distances in voxels (= mm at the 1 mm spacing of the ACDC h5 import)" in result.stdout
+    assert "HD95 vox" in result.stdout
+
+
+def test_literature_distances_in_mm_follow_the_reference_spacing(folders):
+    reference, prediction, cases = folders
+    _, literature = metrics_of_case(str(reference / "b.nii.gz"), str(prediction / "b.nii.gz"), SimpleITKIO, [1],
+                                    literature_in_mm=True)
+    ref_b, pred_b = cases["b"]
+    expected = literature_metrics(pred_b == 1, ref_b == 1, SPACING_XYZ[::-1])
+    assert {k: literature["metrics"]["1"][k] for k in expected} == pytest.approx(expected)
+    assert expected["HD95"] != literature_metrics(pred_b == 1, ref_b == 1)["HD95"]
 
 
 @pytest.mark.parametrize("side", ["reference", "prediction"])
