@@ -66,3 +66,10 @@ def test_real_mri_through_the_documented_flow(msd_subset, nnunet_folders, traine
         assert prediction.GetSize() == label.GetSize()
         np.testing.assert_allclose(prediction.GetSpacing(), label.GetSpacing(), rtol=1e-5)
         assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1, 2}
+
+
+def test_the_shared_mri_passes_the_dataset_check(nnunet_folders):
+    run(["nnUNetv2_convert_MSD_dataset", "-i", str(HIPPOCAMPUS), "-overwrite_id", "603", "-np", "2"])
+    printed = micd("check-dataset", "-d", "603").stdout
+    assert "Dataset603_Hippocampus: 200 labeled, 1 test cases checked in" in printed
+    assert printed.strip().endswith("clean")
