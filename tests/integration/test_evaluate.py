@@ -49,11 +49,18 @@ def folders(tmp_path):
     return reference, prediction, cases
 
 
-def test_evaluate_adds_surface_metrics_in_millimetres(folders, synthetic_dataset):
+@pytest.fixture
+def evaluated(folders, synthetic_dataset):
+    """micd evaluate run once on the two cases: its output, the prediction folder and the cases' arrays."""
     reference, prediction, cases = folders
     preprocessed = synthetic_dataset["preprocessed"]
     result = micd("evaluate", reference, prediction, "-djfile", preprocessed / "dataset.json",
                   "-pfile", preprocessed / "nnUNetPlans.json", "-np", "1")
+    return result, prediction, cases
+
+
+def test_evaluate_adds_surface_metrics_in_millimetres(evaluated):
+    result, prediction, cases = evaluated
     surface = json.loads((prediction / "summary_surface.json").read_text())
     assert (prediction / "summary.json").is_file()  # nnU-Net's own evaluation ran too
     spacing_zyx = SPACING_XYZ[::-1]
@@ -73,11 +80,8 @@ def test_evaluate_adds_surface_metrics_in_millimetres(folders, synthetic_dataset
     assert "medium" in result.stdout and "HD95 mm" in result.stdout
 
 
-def test_evaluate_adds_the_literature_metrics_in_voxels(folders, synthetic_dataset):
-    reference, prediction, cases = folders
-    preprocessed = synthetic_dataset["preprocessed"]
-    result = micd("evaluate", reference, prediction, "-djfile", preprocessed / "dataset.json",
-                  "-pfile", preprocessed / "nnUNetPlans.json", "-np", "1")
+def test_evaluate_adds_the_literature_metrics_in_voxels(evaluated):
+    result, prediction, cases = evaluated
     literature = json.loads((prediction / "summary_literature.json").read_text())
     per_case = {c["reference_file"].split("/")[-1]: c["metrics"] for c in literature["metric_per_case"]}
     ref_b, pred_b = cases["b"]
