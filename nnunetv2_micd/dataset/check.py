@@ -14,7 +14,7 @@ import os
 import re
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -73,6 +73,8 @@ class DatasetCheck:
     dataset: str
     cases: List[Case]
     problems: List[Problem] = field(default_factory=list)
+    #: worth knowing, but no reason to stop: one scan twice within a training split (two annotations of it, say)
+    warnings: List[Problem] = field(default_factory=list)
     seconds: float = 0.0
 
     def cases_of(self, split: str) -> List[Case]:
@@ -83,7 +85,8 @@ class DatasetCheck:
         checked = ", ".join(f"{counts[split]} {split}" for split in SPLIT_FOLDERS if counts[split])
         verdict = "clean" if not self.problems else \
             f"{len(self.problems)} problem(s) in {len({(p.split, p.case) for p in self.problems})} case(s)"
-        return f"{self.dataset}: {checked or 'no'} cases checked in {self.seconds:.1f} s: {verdict}"
+        warnings = f", {len(self.warnings)} warning(s)" if self.warnings else ""
+        return f"{self.dataset}: {checked or 'no'} cases checked in {self.seconds:.1f} s: {verdict}{warnings}"
 
     def raise_if_problems(self) -> None:
         if self.problems:
@@ -329,9 +332,11 @@ def _dimension_problems(readings: List[CaseReading]) -> List[Problem]:
             for r in readings if r.dimension is not None and r.dimension != dataset_dimension]
 
 
-def _duplicate_problems(readings: List[CaseReading]) -> List[Problem]:
-    """One scan twice: the same case id in two splits, or the same voxels under another name."""
-    problems = []
+def _duplicates(readings: List[CaseReading]) -> Tuple[List[Problem], List[Problem]]:
+    """One scan twice: the same case id in two splits, or the same voxels under another name. Across splits it is a
+    problem (a test scan that trains the model, a labeled scan also fed as unlabeled); within one training split a
+    warning, since a dataset may hold two annotations of one scan (nnU-Net's folds would then split them, though)."""
+    problems, warnings = [], []
     splits_of = defaultdict(list)
     for reading in readings:
         splits_of[reading.case.name].append(reading.case.split)
@@ -344,11 +349,15 @@ def _duplicate_problems(readings: List[CaseReading]) -> List[Problem]:
         if reading.content is None:
             continue
         first = first_with.setdefault(reading.content, reading.case)
-        if first is not reading.case and first.name != reading.case.name:
-            leak = " (a leak between splits)" if first.split != reading.case.split else ""
-            problems.append(Problem(reading.case.split, reading.case.name, os.path.basename(reading.case.images[0]),
-                                    f"same voxels as {first.split} case '{first.name}'{leak}"))
-    return problems
+        if first is reading.case or first.name == reading.case.name:
+            continue
+        problem = Problem(reading.case.split, reading.case.name, os.path.basename(reading.case.images[0]),
+                          f"same voxels as {first.split} case '{first.name}'")
+        if first.split != reading.case.split:
+            problems.append(replace(problem, what=problem.what + " (a leak between splits)"))
+        else:
+            warnings.append(problem)
+    return problems, warnings
 
 
 # ---------------------------------------------------------------------------------------------------- the check
@@ -381,7 +390,8 @@ def check_raw_dataset(raw_folder: str, num_processes: Optional[int] = None) -> D
                              desc=f"Checking {check.dataset}"))
     for reading in readings:
         check.problems += reading.problems
-    check.problems += _dimension_problems(readings) + _duplicate_problems(readings)
+    duplicates, check.warnings = _duplicates(readings)
+    check.problems += _dimension_problems(readings) + duplicates
     check.seconds = time.perf_counter() - start
     return check
 
@@ -393,4 +403,5 @@ def check_dataset(dataset: str, num_processes: Optional[int] = None) -> DatasetC
 
 def format_check(check: DatasetCheck) -> Iterable[str]:
     yield from map(str, check.problems)
+    yield from (f"warning: {warning}" for warning in check.warnings)
     yield check.summary()

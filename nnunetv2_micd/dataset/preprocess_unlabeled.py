@@ -24,7 +24,7 @@ from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_datas
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from tqdm import tqdm
 
-from nnunetv2_micd.dataset.check import SPLIT_FOLDERS, check_raw_dataset
+from nnunetv2_micd.dataset.check import SPLIT_FOLDERS, check_raw_dataset, format_check
 from nnunetv2_micd.errors import DataError, MissingInputError, UsageError
 
 RECORD_FILE = "micd_unlabeled.json"
@@ -171,7 +171,7 @@ def checked_unlabeled_cases(raw_dataset_folder: str, num_processes: int) -> Dict
     cases = {case.name: list(case.images) for case in check.cases_of("unlabeled")}
     if not cases:
         raise DataError(f"{folder} holds no images")
-    print(check.summary())
+    print("\n".join(format_check(check)))
     return cases
 
 

@@ -126,6 +126,18 @@ def test_a_test_scan_among_the_training_scans_is_found_by_id_and_by_content(raw)
     assert "same voxels as" in problem and "a leak between splits" in problem
 
 
+def test_one_scan_twice_within_a_training_split_is_a_warning_not_a_problem(raw, capsys):
+    # two annotations of one scan, as ACDC's training patients 074 and 076 are in the semi-supervised literature's copy
+    shutil.copy(raw / "imagesTr" / "synth_000_0000.nii.gz", raw / "imagesTr" / "synth_002_0000.nii.gz")
+    check = check_raw_dataset(str(raw), num_processes=1)
+    assert check.problems == []
+    assert [str(w) for w in check.warnings] == \
+        ["labeled case 'synth_002' (synth_002_0000.nii.gz): same voxels as labeled case 'synth_000'"]
+    cli.main(["check-dataset", "-d", NAME, "-np", "1"])  # exit status 0
+    printed = capsys.readouterr().out
+    assert "warning: labeled case 'synth_002'" in printed and printed.strip().endswith("clean, 1 warning(s)")
+
+
 def test_unreadable_and_misnamed_files_and_missing_labels_are_named(raw):
     (raw / "imagesUnlabeled" / "synth_004_0000.nii.gz").write_bytes(b"not an image")
     (raw / "imagesUnlabeled" / "scan.nii").write_bytes(b"")
