@@ -34,7 +34,8 @@ def _cmd_preprocess_unlabeled(args) -> None:
 def _cmd_tiny_plans(args) -> None:
     from nnunetv2_micd.tiny_plans import write_tiny_plans
     features = [int(f) for f in args.features.split(",")]
-    print(write_tiny_plans(args.d, args.p, args.o, features, args.batch_size))
+    patch_size = [int(size) for size in args.patch_size.split(",")] if args.patch_size else None
+    print(write_tiny_plans(args.d, args.p, args.o, features, args.batch_size, patch_size))
 
 
 def _cmd_export_plain(args) -> None:
@@ -146,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", default="nnUNetPlans_tiny", help="name of the new plans (default: nnUNetPlans_tiny)")
     p.add_argument("--features", default="8,16,32,64", help="features per stage (default: 8,16,32,64)")
     p.add_argument("--batch-size", type=int, default=2, help="batch size (default: 2)")
+    p.add_argument("--patch-size", default=None,
+                   help="patch size of the configurations of its dimensionality, e.g. 128,128 for 2d (default: as "
+                        "planned)")
     p.set_defaults(func=_cmd_tiny_plans)
 
     p = commands.add_parser("export-plain",

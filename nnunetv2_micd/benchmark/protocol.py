@@ -184,8 +184,8 @@ def _check(values: dict) -> None:
             and all(isinstance(v, int) and v >= 1 for v in budget.values())):
         problems.append(f"budget must give positive integers for exactly {list(BUDGET_KEYS)}, got {budget!r}")
     tiny = values.get("tiny_plans")
-    if tiny is not None and not (isinstance(tiny, dict) and set(tiny) <= {"features", "batch_size"}):
-        problems.append(f"tiny_plans must be null or hold 'features' and/or 'batch_size', got {tiny!r}")
+    if tiny is not None and not (isinstance(tiny, dict) and set(tiny) <= {"features", "batch_size", "patch_size"}):
+        problems.append(f"tiny_plans must be null or hold 'features', 'batch_size' and/or 'patch_size', got {tiny!r}")
     if values.get("held_out", "test") not in HELD_OUT_NAMES:
         problems.append(f"held_out must be one of {list(HELD_OUT_NAMES)}, got {values['held_out']!r}")
     if not isinstance(values.get("method_configs", {}), dict):

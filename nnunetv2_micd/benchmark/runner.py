@@ -173,7 +173,8 @@ class BenchmarkRunner:
         tiny = self.protocol.values.get("tiny_plans")
         if tiny:  # what the protocol leaves out keeps micd tiny-plans' own default
             options = (["--features", ",".join(map(str, tiny["features"]))] if "features" in tiny else []) + \
-                      (["--batch-size", tiny["batch_size"]] if "batch_size" in tiny else [])
+                      (["--batch-size", tiny["batch_size"]] if "batch_size" in tiny else []) + \
+                      (["--patch-size", ",".join(map(str, tiny["patch_size"]))] if "patch_size" in tiny else [])
             self.micd("tiny-plans", "-d", self.source_name, *options)
 
     def _make_dataset(self, labeled) -> None:

@@ -37,3 +37,15 @@ def test_fewer_than_three_stages_are_refused():
     # nnU-Net's deep-supervision loss is NaN with a single output scale
     with pytest.raises(ValueError, match="at least 3 stages"):
         shrink_architecture(ARCH, [4, 8])
+
+
+def test_a_smaller_patch_applies_to_the_configurations_of_its_dimensionality():
+    arch_2d = {**ARCH, "kernel_sizes": [[3, 3]] * 5, "strides": [[1, 1]] + [[2, 2]] * 4}
+    plans = {"plans_name": "nnUNetPlans", "configurations": {
+        "2d": {"patch_size": [256, 224], "batch_size": 12, "architecture": {"arch_kwargs": arch_2d}},
+        "3d_fullres": {"patch_size": [16, 160, 128], "batch_size": 2, "architecture": {"arch_kwargs": ARCH}}}}
+    tiny = make_tiny_plans(plans, "nnUNetPlans_tiny", [8, 16, 32, 64], batch_size=4, patch_size=[128, 96])
+    assert tiny["configurations"]["2d"]["patch_size"] == [128, 96]  # 4 stages: strides multiply to 8
+    assert tiny["configurations"]["3d_fullres"]["patch_size"] == [16, 160, 128]
+    with pytest.raises(ValueError, match=r"multiple of \[8, 8\]"):
+        make_tiny_plans(plans, "x", [8, 16, 32, 64], patch_size=[128, 100])
