@@ -30,8 +30,9 @@ from nnunetv2_micd.errors import DataError, MissingInputError, UsageError
 RECORD_FILE = "micd_unlabeled.json"
 SCRATCH_FOLDER = ".partial"
 OUTPUT_SUFFIXES = ("_seg.b2nd", ".b2nd", ".pkl")  # the .pkl is moved last: it marks a case as complete
-# configuration keys that do not change the preprocessed data (tiny plans differ only in these)
-KEYS_WITHOUT_EFFECT_ON_DATA = ("architecture", "batch_size", "batch_dice")
+# configuration keys that do not change the preprocessed data (tiny plans differ only in these; the patch size sets
+# only how blosc2 chunks the stored arrays, not what they hold)
+KEYS_WITHOUT_EFFECT_ON_DATA = ("architecture", "batch_size", "batch_dice", "patch_size")
 
 
 def unlabeled_data_folder(preprocessed_dataset_folder: str, data_identifier: str) -> str:
