@@ -15,7 +15,7 @@ def _cmd_trainer_path(args) -> None:
 
 def _cmd_make_ssl_dataset(args) -> None:
     from nnunetv2_micd.dataset.ssl_split import make_ssl_dataset
-    make_ssl_dataset(args.d, args.o, args.labeled, args.test, args.seed, args.overwrite)
+    make_ssl_dataset(args.d, args.o, args.labeled, args.test, args.seed, args.overwrite, args.labeled_cases)
 
 
 def _cmd_check_dataset(args) -> None:
@@ -119,8 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
                             help="split a fully labeled raw dataset into labeled, unlabeled and test cases")
     p.add_argument("-d", required=True, help="source dataset id or name (in nnUNet_raw)")
     p.add_argument("-o", required=True, help="new dataset: an id (named after the source) or DatasetXXX_Name")
-    p.add_argument("--labeled", required=True, help="number (10) or percentage (5%%) of training cases to label")
-    p.add_argument("--test", default=None, help="number or percentage of cases held out as imagesTs/labelsTs")
+    labeled = p.add_mutually_exclusive_group(required=True)
+    labeled.add_argument("--labeled", help="number (10) or percentage (5%%) of training cases to label, drawn with "
+                                           "--seed")
+    labeled.add_argument("--labeled-cases", help="the cases to label: a file with one case id per line, or a "
+                                                 "comma-separated list")
+    p.add_argument("--test", default=None, help="number or percentage of cases held out as imagesTs/labelsTs "
+                                                "(default: the source's own imagesTs/labelsTs, if it has them)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split (splits are nested for one seed)")
     p.add_argument("--overwrite", action="store_true", help="replace the new dataset if it exists")
     p.set_defaults(func=_cmd_make_ssl_dataset)

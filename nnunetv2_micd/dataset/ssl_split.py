@@ -21,6 +21,7 @@ from nnunetv2.utilities.dataset_name_id_conversion import find_candidate_dataset
 from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
 import nnunetv2_micd
+from nnunetv2_micd.errors import DataError, ExistingOutputError, MissingInputError, UsageError
 
 DATASET_NAME_PATTERN = re.compile(r"Dataset(\d{3})_(\S+)")
 
@@ -43,14 +44,14 @@ def parse_count(text: str, total: int) -> int:
     if spec.endswith('%'):
         percentage = _parse_number(spec[:-1], float, text)
         if not 0 < percentage <= 100:
-            raise ValueError(f"{text!r} is not a percentage in (0%, 100%].")
+            raise UsageError(f"{text!r} is not a percentage in (0%, 100%].")
         count = max(1, math.floor(total * percentage / 100 + 0.5))
     else:
         count = _parse_number(spec, int, text)
     if count <= 0:
-        raise ValueError(f"{text!r} selects no cases; at least 1 is required.")
+        raise UsageError(f"{text!r} selects no cases; at least 1 is required.")
     if count > total:
-        raise ValueError(f"{text!r} asks for {count} cases but only {total} are available.")
+        raise UsageError(f"{text!r} asks for {count} cases but only {total} are available.")
     return count
 
 
@@ -58,7 +59,7 @@ def _parse_number(spec: str, number_type: type, text: str) -> Union[int, float]:
     try:
         return number_type(spec)
     except ValueError:
-        raise ValueError(f"Cannot parse {text!r} as a number of cases. Use an integer such as '10' or a "
+        raise UsageError(f"Cannot parse {text!r} as a number of cases. Use an integer such as '10' or a "
                          f"percentage such as '5%'.") from None
 
 
@@ -69,10 +70,10 @@ def resolve_target_name(target: str, source_name: str) -> str:
         target = f"Dataset{int(target):03d}_{_name_without_prefix(source_name)}"
     match = DATASET_NAME_PATTERN.fullmatch(target)
     if match is None:
-        raise ValueError(f"Target {target!r} is neither a dataset id (e.g. '601') nor a name like "
+        raise UsageError(f"Target {target!r} is neither a dataset id (e.g. '601') nor a name like "
                          f"'Dataset601_Name'.")
     if target == source_name:
-        raise ValueError(f"Target {target} is the source dataset itself.")
+        raise UsageError(f"Target {target} is the source dataset itself.")
     refuse_taken_id(target)
     return target
 
@@ -82,7 +83,7 @@ def refuse_taken_id(dataset_name: str) -> None:
     dataset_id = int(DATASET_NAME_PATTERN.fullmatch(dataset_name).group(1))
     others = [str(name) for name in find_candidate_datasets(dataset_id) if name != dataset_name]
     if others:
-        raise ValueError(f"Cannot create {dataset_name}: {', '.join(others)} already uses id {dataset_id:03d} (in "
+        raise UsageError(f"Cannot create {dataset_name}: {', '.join(others)} already uses id {dataset_id:03d} (in "
                          f"nnUNet_raw, nnUNet_preprocessed or nnUNet_results) and nnU-Net could not tell them apart. "
                          f"Pick another id.")
 
@@ -90,7 +91,7 @@ def refuse_taken_id(dataset_name: str) -> None:
 def _name_without_prefix(dataset_name: str) -> str:
     match = DATASET_NAME_PATTERN.fullmatch(dataset_name)
     if match is None:
-        raise ValueError(f"{dataset_name!r} is not a dataset name like 'Dataset004_Hippocampus'.")
+        raise UsageError(f"{dataset_name!r} is not a dataset name like 'Dataset004_Hippocampus'.")
     return match.group(2)
 
 
@@ -99,12 +100,12 @@ def plan_ssl_split(case_ids: Sequence[str], num_labeled: int, num_test: int, see
     unlabeled. The test split therefore never depends on num_labeled and labeled sets grow by appending."""
     ordered = sorted(case_ids)
     if len(set(ordered)) != len(ordered):
-        raise ValueError("Case ids must be unique.")
+        raise UsageError("Case ids must be unique.")
     if num_labeled < 1 or num_test < 0:
-        raise ValueError(f"Need at least 1 labeled case and no negative test size, got num_labeled={num_labeled}, "
+        raise UsageError(f"Need at least 1 labeled case and no negative test size, got num_labeled={num_labeled}, "
                          f"num_test={num_test}.")
     if num_labeled + num_test > len(ordered):
-        raise ValueError(f"{num_labeled} labeled + {num_test} test cases exceed the {len(ordered)} available.")
+        raise UsageError(f"{num_labeled} labeled + {num_test} test cases exceed the {len(ordered)} available.")
     shuffled = [ordered[i] for i in np.random.default_rng(seed).permutation(len(ordered))]
     test, training_pool = shuffled[:num_test], shuffled[num_test:]
     return {
@@ -114,33 +115,75 @@ def plan_ssl_split(case_ids: Sequence[str], num_labeled: int, num_test: int, see
     }
 
 
-def make_ssl_dataset(source: Union[str, int], target: str, labeled: str, test: Optional[str] = None,
-                     seed: int = 0, overwrite: bool = False) -> str:
+def read_case_list(text_or_file: str) -> List[str]:
+    """Case ids from a file (one per line; blank lines and ``#`` comments ignored) or a comma-separated list."""
+    if isfile(text_or_file):
+        with open(text_or_file) as f:
+            lines = [line.split('#', 1)[0].strip() for line in f]
+    else:
+        lines = [item.strip() for item in text_or_file.split(',')]
+    cases = [line for line in lines if line]
+    if not cases:
+        raise UsageError(f"{text_or_file!r} names no case (a file with one case id per line, or a comma-separated "
+                         f"list)")
+    return cases
+
+
+def split_with_labeled_cases(case_ids: Sequence[str], labeled_cases: Sequence[str]) -> Dict[str, List[str]]:
+    """The given cases labeled, every other training case unlabeled (users often know which scans they have
+    labeled; the literature publishes its labeled patients)."""
+    duplicates = sorted({case for case in labeled_cases if list(labeled_cases).count(case) > 1})
+    unknown = sorted(set(labeled_cases) - set(case_ids))
+    problems = ([f"{unknown} are not training cases of the source"] if unknown else []) + \
+        ([f"{duplicates} are listed twice"] if duplicates else [])
+    if problems:
+        raise DataError("labeled cases " + "; ".join(problems))
+    return {'labeled': sorted(labeled_cases), 'unlabeled': sorted(set(case_ids) - set(labeled_cases)), 'test': []}
+
+
+def make_ssl_dataset(source: Union[str, int], target: str, labeled: Optional[str] = None,
+                     test: Optional[str] = None, seed: int = 0, overwrite: bool = False,
+                     labeled_cases: Optional[str] = None) -> str:
     """Create a semi-supervised copy of a fully labeled raw dataset and return its folder.
 
-    labeled counts (or is a percentage of) the training cases left after the test split; test refers to all
-    cases. The dataset is built in a hidden sibling folder and renamed at the end, so an interrupted run leaves
-    no half-made dataset behind.
+    ``labeled`` counts (or is a percentage of) the training cases left after the test split, drawn with ``seed``;
+    ``labeled_cases`` names them instead (a file or a comma-separated list). ``test`` refers to all cases; without
+    it, a source's own held-out split (imagesTs with labelsTs) is kept as the test split. The dataset is built in a
+    hidden sibling folder and renamed at the end, so an interrupted run leaves no half-made dataset behind.
     """
+    if (labeled is None) == (labeled_cases is None):
+        raise UsageError("give either a number of labeled cases (--labeled) or their list (--labeled-cases)")
     source_name = _existing_source_dataset(source)
     source_folder = join(raw_root(), source_name)
     target_name = resolve_target_name(str(target), source_name)
     target_folder = join(raw_root(), target_name)
     if isdir(target_folder) and not overwrite:
-        raise FileExistsError(f"{target_folder} already exists. Use --overwrite (overwrite=True) to replace it.")
+        raise ExistingOutputError(f"{target_folder} already exists. Use --overwrite (overwrite=True) to replace "
+                                  f"it.")
 
     source_json = load_json(join(source_folder, 'dataset.json'))
     cases = _labeled_cases(source_folder, source_json)
-    num_test = 0 if test is None else parse_count(test, len(cases))
-    num_labeled = _parse_labeled_count(labeled, len(cases) - num_test)
-    split = plan_ssl_split(list(cases), num_labeled, num_test, seed)
+    held_out = _held_out_cases(source_folder, source_json, cases)
+    if held_out and test is not None:
+        raise UsageError(f"{source_name} has its own held-out split ({len(held_out)} cases in imagesTs with "
+                         f"labelsTs): leave out --test to keep it as the test split")
+    if labeled_cases is not None:
+        split = split_with_labeled_cases(list(cases), read_case_list(labeled_cases))
+    else:
+        num_test = 0 if test is None else parse_count(test, len(cases))
+        num_labeled = _parse_labeled_count(labeled, len(cases) - num_test)
+        split = plan_ssl_split(list(cases), num_labeled, num_test, seed)
+    if held_out:
+        split['test'] = sorted(held_out)
+        cases = {**cases, **held_out}
     _refuse_classes_absent_from_test(split['test'], cases, source_json)
     manifest = {
         'source_dataset': source_name,
         'target_dataset': target_name,
         'seed': seed,
         'labeled_spec': labeled,
-        'test_spec': test,
+        'labeled_cases_given': labeled_cases,
+        'test_spec': "the source's imagesTs/labelsTs" if held_out else test,
         'splits': split,
         'nnunetv2_micd_version': nnunetv2_micd.__version__,
     }
@@ -174,23 +217,46 @@ def _remove_stale_folds(dataset_name: str) -> None:
 def _existing_source_dataset(source: Union[str, int]) -> str:
     name = maybe_convert_to_dataset_name(source)
     if not isfile(join(raw_root(), name, 'dataset.json')):
-        raise FileNotFoundError(f"Source dataset {name} with a dataset.json not found in {raw_root()}.")
+        raise MissingInputError(f"Source dataset {name} with a dataset.json not found in {raw_root()}.")
     return name
 
 
 def _labeled_cases(source_folder: str, source_json: dict) -> Dict[str, dict]:
     """Image files and label file per training case. Every case must be labeled: the split decides who keeps one."""
     if 'dataset' not in source_json and not isdir(join(source_folder, 'labelsTr')):
-        raise FileNotFoundError(f"{source_folder} has no labelsTr folder; the source must be fully labeled.")
+        raise MissingInputError(f"{source_folder} has no labelsTr folder; the source must be fully labeled.")
     found = get_filenames_of_train_images_and_targets(source_folder, copy.deepcopy(source_json))
     cases = {str(case): files for case, files in found.items()}
     if not cases:
-        raise FileNotFoundError(f"{source_folder} contains no training cases.")
+        raise MissingInputError(f"{source_folder} contains no training cases.")
     unlabeled = sorted(case for case, files in cases.items() if not isfile(files['label']))
     if unlabeled:
-        raise FileNotFoundError(f"{source_folder} must be fully labeled, but these cases have no label file: "
+        raise MissingInputError(f"{source_folder} must be fully labeled, but these cases have no label file: "
                                 f"{unlabeled}")
     return cases
+
+
+def _held_out_cases(source_folder: str, source_json: dict, training_cases: Dict[str, dict]) -> Dict[str, dict]:
+    """The source's own held-out cases with labels (imagesTs and labelsTs), as image and label files per case;
+    refused when one of them is also a training case."""
+    images_folder, labels_folder = join(source_folder, 'imagesTs'), join(source_folder, 'labelsTs')
+    if not (isdir(images_folder) and isdir(labels_folder)):
+        return {}
+    file_ending = source_json['file_ending']
+    pattern = re.compile(r"(?P<case>.+)_(?P<channel>\d{4})" + re.escape(file_ending))
+    images: Dict[str, Dict[int, str]] = {}
+    for name in sorted(os.listdir(images_folder)):
+        match = pattern.fullmatch(name)
+        if match:
+            images.setdefault(match['case'], {})[int(match['channel'])] = join(images_folder, name)
+    unlabeled = sorted(case for case in images if not isfile(join(labels_folder, case + file_ending)))
+    if unlabeled:
+        raise DataError(f"held-out cases {unlabeled} of {images_folder} have no label in {labels_folder}")
+    leaked = sorted(set(images) & set(training_cases))
+    if leaked:
+        raise DataError(f"cases {leaked} are both training cases and held-out cases (imagesTs) of {source_folder}")
+    return {case: {'images': [files[c] for c in sorted(files)], 'label': join(labels_folder, case + file_ending)}
+            for case, files in images.items()}
 
 
 def _refuse_classes_absent_from_test(test: List[str], cases: Dict[str, dict], source_json: dict) -> None:
@@ -207,15 +273,15 @@ def _refuse_classes_absent_from_test(test: List[str], cases: Dict[str, dict], so
         if name != 'ignore' and values != {0} and not values & present:
             absent.append(f"{name} ({value})")
     if absent:
-        raise ValueError(f"None of the {len(test)} test cases holds {', '.join(absent)}: its test Dice would be "
-                         f"undefined (NaN). Choose another --seed or more --test cases.")
+        raise DataError(f"None of the {len(test)} test cases holds {', '.join(absent)}: its test Dice would be "
+                        f"undefined (NaN). Choose another --seed or more --test cases.")
 
 
 def _parse_labeled_count(labeled: str, num_available: int) -> int:
     try:
         return parse_count(labeled, num_available)
     except ValueError as e:
-        raise ValueError(f"Invalid labeled size ({num_available} training cases remain after the test split): "
+        raise UsageError(f"Invalid labeled size ({num_available} training cases remain after the test split): "
                          f"{e}") from None
 
 

@@ -213,3 +213,61 @@ def test_a_class_in_no_test_case_is_refused(source, raw):
     assert os.listdir(raw) == [SOURCE]
     make_ssl_dataset(4, '601', labeled='3', test='2', seed=seed_with)
     make_ssl_dataset(4, '602', labeled='3', seed=seed_without)  # without a test split there is nothing to check
+
+
+def test_explicitly_listed_cases_are_the_labeled_ones(source, raw, tmp_path):
+    listed = tmp_path / 'labeled.txt'
+    listed.write_text(f'# the cases our annotator finished\n{CASE_IDS[7]}\n\n{CASE_IDS[2]}  # second batch\n')
+    target = Path(make_ssl_dataset(4, '601', labeled_cases=str(listed)))
+    split = load_json(str(target / 'ssl_manifest.json'))['splits']
+    assert split == {'labeled': [CASE_IDS[2], CASE_IDS[7]],
+                     'unlabeled': [c for c in CASE_IDS if c not in (CASE_IDS[2], CASE_IDS[7])], 'test': []}
+    assert sorted(os.listdir(target / 'labelsTr')) == [f'{CASE_IDS[2]}{FILE_ENDING}', f'{CASE_IDS[7]}{FILE_ENDING}']
+    assert not (target / 'labelsUnlabeled').exists() and not (target / 'imagesTs').exists()
+    comma_list = Path(make_ssl_dataset(4, '602', labeled_cases=f'{CASE_IDS[2]},{CASE_IDS[7]}'))
+    assert load_json(str(comma_list / 'ssl_manifest.json'))['splits'] == split
+
+
+@pytest.mark.parametrize('cases, message', [
+    ('hippo_003,hippo_099', r"labeled cases \['hippo_099'\] are not training cases"),
+    ('hippo_003,hippo_003', r"labeled cases \['hippo_003'\] are listed twice"),
+])
+def test_unknown_or_repeated_listed_cases_are_refused(source, raw, cases, message):
+    with pytest.raises(ValueError, match=message):
+        make_ssl_dataset(4, '601', labeled_cases=cases)
+    assert os.listdir(raw) == [SOURCE]
+
+
+def _hold_out(source: Path, cases) -> None:
+    """Moves ``cases`` into the source's own held-out split (imagesTs/labelsTs), as micd convert-acdc writes it."""
+    (source / 'imagesTs').mkdir()
+    (source / 'labelsTs').mkdir()
+    for case in cases:
+        (source / 'imagesTr' / f'{case}_0000{FILE_ENDING}').rename(source / 'imagesTs' / f'{case}_0000{FILE_ENDING}')
+        (source / 'labelsTr' / f'{case}{FILE_ENDING}').rename(source / 'labelsTs' / f'{case}{FILE_ENDING}')
+
+
+def test_a_sources_own_held_out_split_is_kept_as_the_test_split(source, raw):
+    _hold_out(source, CASE_IDS[-3:])
+    target = Path(make_ssl_dataset(4, '601', labeled_cases=CASE_IDS[0]))
+    split = load_json(str(target / 'ssl_manifest.json'))['splits']
+    assert split['test'] == CASE_IDS[-3:] and split['labeled'] == CASE_IDS[:1]
+    assert split['unlabeled'] == CASE_IDS[1:-3]  # no held-out case among the training cases
+    assert sorted(os.listdir(target / 'labelsTs')) == [f'{c}{FILE_ENDING}' for c in CASE_IDS[-3:]]
+    assert all(filecmp.cmp(target / 'labelsTs' / f, source / 'labelsTs' / f, shallow=False)
+               for f in os.listdir(target / 'labelsTs'))
+    assert load_json(str(target / 'dataset.json'))['numTest'] == 3
+    nested = load_json(os.path.join(make_ssl_dataset(4, '602', labeled='100%'), 'ssl_manifest.json'))['splits']
+    assert nested['test'] == split['test'] and len(nested['labeled']) == NUM_CASES - 3
+    with pytest.raises(ValueError, match='has its own held-out split'):  # never two held-out splits
+        make_ssl_dataset(4, '603', labeled='2', test='2')
+
+
+def test_a_held_out_case_that_is_also_a_training_case_is_refused(source, raw):
+    _hold_out(source, CASE_IDS[-2:])
+    image = f'{CASE_IDS[0]}_0000{FILE_ENDING}'
+    (source / 'imagesTs' / image).write_bytes((source / 'imagesTr' / image).read_bytes())
+    (source / 'labelsTs' / f'{CASE_IDS[0]}{FILE_ENDING}').write_bytes(b'')
+    with pytest.raises(ValueError, match=rf"cases \['{CASE_IDS[0]}'\] are both training cases and held-out"):
+        make_ssl_dataset(4, '601', labeled='2')
+    assert os.listdir(raw) == [SOURCE]
