@@ -30,6 +30,7 @@ setup(
         "batchgenerators>=0.25",
         "dynamic-network-architectures>=0.4,<0.5",
         "SimpleITK>=2.2",
+        "h5py",
         "blosc2",
         "matplotlib",
         "numpy",

@@ -103,6 +103,11 @@ def _cmd_convert(benchmark_name: str):
     return command
 
 
+def _cmd_convert_acdc(args) -> None:
+    from nnunetv2_micd.dataset.acdc import convert_acdc
+    convert_acdc(args.source, args.o, args.lists, args.overwrite)
+
+
 def _cmd_dhc_splits(args) -> None:
     from nnunetv2_micd.dataset.dhc_benchmarks import write_dhc_splits_final
     print(write_dhc_splits_final(args.d))
@@ -211,6 +216,16 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--ct-only", action="store_true",
                            help="leave out the MRI cases (ids >= 500) from every split")
         p.set_defaults(func=_cmd_convert(benchmark))
+
+    p = commands.add_parser("convert-acdc", help="ACDC as the semi-supervised literature splits it (h5 layout or the "
+                                                 "official NIfTI release) as an nnU-Net raw dataset")
+    p.add_argument("source", help="the h5 download (data/, train.list, val.list, train_slices.list) or the NIfTI "
+                                  "release (patientXXX folders)")
+    p.add_argument("-o", type=int, default=800, help="dataset id (default: 800)")
+    p.add_argument("--lists", default=None, help="folder of train.list, val.list (test.list, train_slices.list); "
+                                                 "default: the source")
+    p.add_argument("--overwrite", action="store_true", help="replace the dataset if it exists")
+    p.set_defaults(func=_cmd_convert_acdc)
 
     p = commands.add_parser("dhc-splits", help="write splits_final.json: train on DHC's labeled, validate on its "
                                                 "eval cases (after planning)")

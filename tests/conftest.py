@@ -16,6 +16,7 @@ os.environ.setdefault("nnUNet_compile", "false")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 HIPPOCAMPUS = SHARED_DATA / "Task04_Hippocampus"
+ACDC = SHARED_DATA / "ACDC_ssl4mis"
 SYNTHETIC_ID = 900
 SYNTHETIC_NAME = "Dataset900_Synthetic"
 
