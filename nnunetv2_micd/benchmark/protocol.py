@@ -21,19 +21,23 @@ Example (the built-in protocols in ``nnunetv2_micd/benchmark/protocols/`` are co
       ]
     }
 
-A group may carry its own ``method_config`` (updating the protocol's ``method_configs`` for its trainers) with a
-``tag`` that names it; the tag becomes part of the run's name, so one protocol can compare configurations of one
-trainer (e.g. when choosing hyper-parameters on a validation split).
+A group may carry its own ``method_config`` (updating the protocol's ``method_configs`` for its trainers) and/or
+``budget`` (updating the protocol's) with a ``tag`` that names it; the tag becomes part of the run's name, so one
+protocol can compare configurations of one trainer (e.g. when choosing hyper-parameters on a validation split), or
+a trainer at another number of steps (labeled-only training for as long as a two-network method takes).
 
-``source`` is either an MSD task folder (converted with ``nnUNetv2_convert_MSD_dataset``) or an nnU-Net raw
-dataset folder (``{"nnunet_raw_folder": ...}``, whose training cases are copied); relative paths are taken from
-the current directory.
+``source`` is an MSD task folder (converted with ``nnUNetv2_convert_MSD_dataset``), an nnU-Net raw dataset folder
+(``{"nnunet_raw_folder": ...}``, whose training cases are copied) or ACDC as the semi-supervised literature
+distributes it (``{"acdc_folder": ...}``, imported with ``micd convert-acdc``); relative paths are taken from the
+current directory.
 Every labeled count gets its own dataset (``first_dataset_id`` upwards, in increasing order, ``"all"`` last: every
 non-test case labeled, the fully supervised upper bound), all made from one seeded split so that labeled sets are
-nested and the test cases are the same. Runs are expanded group by group (seeds, then labeled counts, then
-trainers) and executed in that order, so the runs that give evidence early go first. ``test_cases`` is the number of
-held-out cases; ``"held_out": "validation"`` names them so in logs and reports of a protocol that chooses
-hyper-parameters (default ``"test"``).
+nested and the test cases are the same. ``labeled_lists`` names, for a labeled count, a file of the imported source
+dataset that lists its labeled cases instead (``{"6": "labeled_3_patients.txt"}``: the literature's patients).
+Runs are expanded group by group (seeds, then labeled counts, then trainers) and executed in that order, so the runs
+that give evidence early go first. ``test_cases`` is the number of held-out cases, or ``"source"`` for the source's
+own held-out split (ACDC's validation patients); ``"held_out": "validation"`` names them so in logs and reports of a
+protocol that chooses hyper-parameters (default ``"test"``).
 """
 import json
 import os
@@ -46,12 +50,15 @@ from nnunetv2_micd.errors import MicdError, MissingInputError
 PROTOCOL_VERSION = 1
 ALL_LABELED = "all"
 BUILTIN_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "protocols")
-SOURCE_KINDS = ("msd_task_folder", "nnunet_raw_folder")
+SOURCE_KINDS = ("msd_task_folder", "nnunet_raw_folder", "acdc_folder")
+#: ``test_cases`` value that keeps the source's own held-out split (imagesTs/labelsTs) as every dataset's test split
+SOURCE_HELD_OUT = "source"
 LABELED_ONLY_TRAINER = "nnUNetTrainerBudget"  # the only trainer of the harness that needs no unlabeled cases
 BUDGET_KEYS = ("num_epochs", "iterations_per_epoch", "val_iterations")
+TAGGED_KEYS = ("method_config", "budget")  # what a tagged group may set for its own runs
 REQUIRED_KEYS = ("protocol_version", "name", "source", "source_dataset_id", "first_dataset_id", "test_cases",
                  "split_seed", "configuration", "budget", "runs")
-OPTIONAL_KEYS = ("tiny_plans", "method_configs", "cost_steps", "description", "held_out")
+OPTIONAL_KEYS = ("tiny_plans", "method_configs", "cost_steps", "description", "held_out", "labeled_lists")
 HELD_OUT_NAMES = ("test", "validation")
 
 TAG_PATTERN = re.compile(r"[A-Za-z0-9.-]+")
@@ -139,18 +146,42 @@ class Protocol:
     @property
     def tagged_method_configs(self) -> Dict[str, dict]:
         """Tag -> the method configuration of the groups that carry it."""
-        return {g["tag"]: g["method_config"] for g in self.values["runs"] if "tag" in g}
+        return {g["tag"]: g.get("method_config", {}) for g in self.values["runs"] if "tag" in g}
+
+    @property
+    def tagged_budgets(self) -> Dict[str, dict]:
+        """Tag -> the budget of the groups that carry it (e.g. labeled-only training at a two-network method's
+        cost in seconds, for a comparison at equal compute)."""
+        return {g["tag"]: g.get("budget", {}) for g in self.values["runs"] if "tag" in g}
 
     def method_config(self, run: RunSpec) -> dict:
         """MICD_CONFIG of a run: the protocol's for its trainer, updated by its group's own."""
         own = self.tagged_method_configs.get(run.tag, {})
         return {**self.method_configs.get(run.trainer, {}), **own}
 
+    def run_budget(self, run: RunSpec) -> Dict[str, int]:
+        """The protocol's budget, updated by the run's group's own."""
+        return {**self.budget, **self.tagged_budgets.get(run.tag, {})}
+
+    def run_steps(self, run: RunSpec) -> int:
+        budget = self.run_budget(run)
+        return budget["num_epochs"] * budget["iterations_per_epoch"]
+
     @property
     def labeled_counts(self) -> List[Labeled]:
         """Every labeled count of the protocol, increasing, the upper bound last."""
         counts = {run.labeled for run in self.runs}
         return sorted(c for c in counts if c != ALL_LABELED) + ([ALL_LABELED] if ALL_LABELED in counts else [])
+
+    @property
+    def test_from_source(self) -> bool:
+        """Whether the held-out cases are the source's own (imagesTs/labelsTs) rather than drawn from its cases."""
+        return self.values["test_cases"] == SOURCE_HELD_OUT
+
+    def labeled_list(self, labeled: Labeled) -> Optional[str]:
+        """The file of the source dataset naming the labeled cases of ``labeled``, when the protocol gives one
+        (the literature's labeled patients); otherwise they are drawn with the split seed."""
+        return self.values.get("labeled_lists", {}).get(str(labeled))
 
     def dataset_id(self, labeled: Labeled) -> int:
         return self.values["first_dataset_id"] + self.labeled_counts.index(labeled)
@@ -176,9 +207,19 @@ def _check(values: dict) -> None:
     for key in ("source_dataset_id", "first_dataset_id"):
         if not (isinstance(values[key], int) and 1 <= values[key] <= 999):
             problems.append(f"{key} must be a dataset id in [1, 999], got {values[key]!r}")
-    for key in ("test_cases", "split_seed"):
-        if not (isinstance(values[key], int) and values[key] >= 0):
-            problems.append(f"{key} must be an integer >= 0, got {values[key]!r}")
+    if not (isinstance(values["split_seed"], int) and values["split_seed"] >= 0):
+        problems.append(f"split_seed must be an integer >= 0, got {values['split_seed']!r}")
+    if not (values["test_cases"] == SOURCE_HELD_OUT or isinstance(values["test_cases"], int)
+            and values["test_cases"] >= 0):
+        problems.append(f"test_cases must be an integer >= 0 or {SOURCE_HELD_OUT!r}, got {values['test_cases']!r}")
+    if "acdc_folder" in source and values["test_cases"] != SOURCE_HELD_OUT:
+        problems.append(f"an acdc_folder source has its own held-out patients: test_cases must be "
+                        f"{SOURCE_HELD_OUT!r}")
+    lists = values.get("labeled_lists", {})
+    if not (isinstance(lists, dict) and all(key.isdigit() and int(key) >= 1 and isinstance(file, str)
+                                            for key, file in lists.items())):
+        problems.append(f"labeled_lists must map labeled counts (\"6\") to files of the source dataset, got "
+                        f"{lists!r}")
     budget = values["budget"]
     if not (isinstance(budget, dict) and set(budget) == set(BUDGET_KEYS)
             and all(isinstance(v, int) and v >= 1 for v in budget.values())):
@@ -201,18 +242,23 @@ def _run_group_problems(groups) -> List[str]:
     problems, tags = [], {}
     for i, group in enumerate(groups):
         lists = ("trainers", "labeled", "seeds")
-        if not (isinstance(group, dict) and set(lists) <= set(group) <= {*lists, "tag", "method_config"}
+        if not (isinstance(group, dict) and set(lists) <= set(group) <= {*lists, "tag", *TAGGED_KEYS}
                 and all(isinstance(group[k], list) and group[k] for k in lists)):
             problems.append(f"runs[{i}] must hold non-empty lists 'trainers', 'labeled' and 'seeds', and "
-                            f"optionally a 'method_config' with its 'tag'")
+                            f"optionally a 'method_config' and/or 'budget' with its 'tag'")
             continue
-        if ("tag" in group) != ("method_config" in group) or not (
+        own = {key: group[key] for key in TAGGED_KEYS if key in group}
+        if ("tag" in group) != bool(own) or not (
                 "tag" not in group or (isinstance(group["tag"], str) and TAG_PATTERN.fullmatch(group["tag"])
-                                       and isinstance(group["method_config"], dict))):
-            problems.append(f"runs[{i}]: a group's own 'method_config' (an object) needs a 'tag' (letters, digits, "
-                            f"'.', '-') that names it, and a tag needs a method_config")
-        elif "tag" in group and tags.setdefault(group["tag"], group["method_config"]) != group["method_config"]:
-            problems.append(f"runs[{i}]: tag {group['tag']!r} names another method_config in an earlier group")
+                                       and all(isinstance(value, dict) for value in own.values()))):
+            problems.append(f"runs[{i}]: a group's own 'method_config' or 'budget' (objects) needs a 'tag' (letters, "
+                            f"digits, '.', '-') that names it, and a tag needs one of them")
+        elif "tag" in group and tags.setdefault(group["tag"], own) != own:
+            problems.append(f"runs[{i}]: tag {group['tag']!r} names another method_config or budget in an earlier "
+                            f"group")
+        elif "budget" in group and not (set(group["budget"]) <= set(BUDGET_KEYS) and all(
+                isinstance(v, int) and v >= 1 for v in group["budget"].values())):
+            problems.append(f"runs[{i}]: a group's budget gives positive integers for some of {list(BUDGET_KEYS)}")
         for labeled in group["labeled"]:
             if labeled != ALL_LABELED and not (isinstance(labeled, int) and labeled >= 1):
                 problems.append(f"runs[{i}]: labeled counts are positive integers or {ALL_LABELED!r}, "

@@ -261,6 +261,14 @@ PICTURES = {
 }
 
 
+def _own_budgets(protocol: dict) -> str:
+    """The runs trained at another number of steps than the protocol's, as the report's text names them."""
+    own = {tag: budget for tag, budget in Protocol(protocol).tagged_budgets.items() if budget}
+    return "".join(f" (`{tag}` runs: {budget.get('num_epochs', protocol['budget']['num_epochs'])} × "
+                   f"{budget.get('iterations_per_epoch', protocol['budget']['iterations_per_epoch'])})"
+                   for tag, budget in own.items())
+
+
 def write_report(results_file: str, output_folder: str) -> str:
     """Writes report.md and its pictures; returns the path of report.md."""
     results = load_results(results_file)
@@ -278,7 +286,8 @@ def write_report(results_file: str, output_folder: str) -> str:
         f"# Benchmark {protocol['name']}", "",
         protocol.get("description", ""), "",
         f"{finished} finished run{'' if finished == 1 else 's'}{left_out}; every trainer trained for "
-        f"{budget['num_epochs']} × {budget['iterations_per_epoch']} steps on fold `all` of its labeled cases and "
+        f"{budget['num_epochs']} × {budget['iterations_per_epoch']} steps{_own_budgets(protocol)} on fold `all` of "
+        f"its labeled cases and "
         f"predicted the {next(iter(results['runs'].values()))['num_test']} {held_out} cases from "
         f"`checkpoint_final.pth`. "
         f"Dice on them from nnU-Net's evaluation; mean ± sample standard deviation over seeds. Gap closed: "

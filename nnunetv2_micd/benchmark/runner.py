@@ -153,10 +153,14 @@ class BenchmarkRunner:
         if kind == "msd_task_folder":
             run_command(["nnUNetv2_convert_MSD_dataset", "-i", path, "-overwrite_id", str(source_id),
                          "-np", self.processes], self.environment)
+        elif kind == "acdc_folder":
+            self.micd("convert-acdc", path, "-o", source_id)
         else:
-            # only the training cases: a source's own test split must never reach a benchmark's training data
+            # the training cases, and the source's held-out split only where the protocol holds those cases out:
+            # a source's own test split must never reach a benchmark's training data
             target = join(self.raw, f"Dataset{source_id:03d}_{os.path.basename(path.rstrip('/')).split('_', 1)[-1]}")
-            for folder in ("imagesTr", "labelsTr"):
+            folders = ("imagesTr", "labelsTr") + (("imagesTs", "labelsTs") if self.protocol.test_from_source else ())
+            for folder in folders:
                 shutil.copytree(join(path, folder), join(target, folder))
             shutil.copy(join(path, "dataset.json"), target)
 
@@ -183,8 +187,11 @@ class BenchmarkRunner:
         if isdir(join(self.raw, name)):
             return
         self.say(f"making {name} ({labeled} labeled)")
-        self.micd("make-ssl-dataset", "-d", self.source_name, "-o", name, "--labeled",
-                  "100%" if labeled == ALL_LABELED else labeled, "--test", self.protocol.values["test_cases"],
+        labeled_list = self.protocol.labeled_list(labeled)
+        labeled_option = ["--labeled-cases", join(self.raw, self.source_name, labeled_list)] if labeled_list \
+            else ["--labeled", "100%" if labeled == ALL_LABELED else labeled]
+        test_option = [] if self.protocol.test_from_source else ["--test", self.protocol.values["test_cases"]]
+        self.micd("make-ssl-dataset", "-d", self.source_name, "-o", name, *labeled_option, *test_option,
                   "--seed", self.protocol.values["split_seed"])
 
     def _preprocess_dataset(self, labeled) -> None:
@@ -251,9 +258,11 @@ class BenchmarkRunner:
         recorded_protocol = Protocol(recorded)
         mine, theirs = self.protocol.comparable_settings(), recorded_protocol.comparable_settings()
         changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-        my_tags, their_tags = self.protocol.tagged_method_configs, recorded_protocol.tagged_method_configs
-        changed += [f"method_config of tag {tag!r}" for tag in sorted(my_tags.keys() & their_tags.keys())
-                    if my_tags[tag] != their_tags[tag]]
+        for kind, mine_by_tag, theirs_by_tag in (
+                ("method_config", self.protocol.tagged_method_configs, recorded_protocol.tagged_method_configs),
+                ("budget", self.protocol.tagged_budgets, recorded_protocol.tagged_budgets)):
+            changed += [f"{kind} of tag {tag!r}" for tag in sorted(mine_by_tag.keys() & theirs_by_tag.keys())
+                        if mine_by_tag[tag] != theirs_by_tag[tag]]
         if changed:
             raise ProtocolError(f"{self.results_file} holds runs made under other protocol settings "
                                 f"({', '.join(changed)}); use another work folder")
@@ -273,7 +282,7 @@ class BenchmarkRunner:
                     self.model_identifier(run.trainer), "fold_all")
 
     def run_environment(self, run: RunSpec) -> Dict[str, str]:
-        budget = self.protocol.budget
+        budget = self.protocol.run_budget(run)
         environment = {**self.environment, "nnUNet_results": join(self.run_folder(run), "nnUNet_results"),
                        "MICD_NUM_EPOCHS": str(budget["num_epochs"]),
                        "MICD_ITERS_PER_EPOCH": str(budget["iterations_per_epoch"]),
@@ -331,8 +340,9 @@ class BenchmarkRunner:
             self._add_missing_student_a(selected)
             runs = self.protocol.runs
             done = [run for run in runs if run.name in self.results["runs"]]
+            own_budgets = " (but the runs with their own budget)" if any(self.protocol.tagged_budgets.values()) else ""
             self.say(f"protocol {self.protocol.name}: {len(runs)} runs, {len(done)} already finished, "
-                     f"{self.protocol.total_steps} steps each, on {self.device}; work folder {self.work}")
+                     f"{self.protocol.total_steps} steps each{own_budgets}, on {self.device}; work folder {self.work}")
             if only:
                 self.say(f"running only the runs of {', '.join(only)}")
             for number, run in enumerate(runs, start=1):
@@ -426,23 +436,24 @@ class BenchmarkRunner:
         wall time); before a trainer has finished once, from its measured seconds per step (training steps only, so
         an underestimate); unknown for a trainer with neither. An interrupted run counts only its epochs still to
         train; a finished one (trained under other defaults) is trained again from the start."""
-        epochs = self.protocol.budget["num_epochs"]
         finished: Dict[str, List[float]] = {}
         for entry in self.results["runs"].values():
+            # per step, so that a run with its own budget (another number of steps) tells the others' time too
             epoch_seconds = self._median_epoch_seconds(entry)
-            training = entry["train_seconds"] if epoch_seconds is None else epoch_seconds * epochs
-            finished.setdefault(entry["trainer"], []).append(training + entry["predict_seconds"])
+            training = entry["train_seconds"] if epoch_seconds is None else \
+                epoch_seconds * len(entry["curves"]["epoch_seconds"])
+            finished.setdefault(entry["trainer"], []).append((training + entry["predict_seconds"]) / entry["steps"])
         measured = self.results.get("cost", {}).get("trainers", {})
         seconds = 0.0
         for run in unfinished:
             if run.trainer in finished:
-                whole_run = float(np.mean(finished[run.trainer]))
+                whole_run = float(np.mean(finished[run.trainer])) * self.protocol.run_steps(run)
             elif run.trainer in measured:
-                whole_run = measured[run.trainer]["seconds_per_step"] * self.protocol.total_steps
+                whole_run = measured[run.trainer]["seconds_per_step"] * self.protocol.run_steps(run)
             else:
                 return None
             trained = 0 if run.name in self.results["runs"] else (self.epochs_started(run) or 0)
-            seconds += whole_run * (1 - trained / epochs)
+            seconds += whole_run * (1 - trained / self.protocol.run_budget(run)["num_epochs"])
         return seconds
 
     def status(self) -> List[str]:
@@ -469,7 +480,7 @@ class BenchmarkRunner:
             elif isdir(self.run_folder(run)) and isfile(self._final_checkpoint(run)):
                 state = "trained; " + ("predicting" if in_progress else "prediction and evaluation to do")
             elif started is not None:
-                state = f"training reached epoch {started + 1}/{self.protocol.budget['num_epochs']}" + (
+                state = f"training reached epoch {started + 1}/{self.protocol.run_budget(run)['num_epochs']}" + (
                     ", running" if in_progress else ", interrupted: a restart continues there")
             elif in_progress:
                 state = "starting"
@@ -545,7 +556,7 @@ class BenchmarkRunner:
         if isfile(join(model_folder, "checkpoint_latest.pth")):
             command.append("--c")
             self.say("  continuing the interrupted training from its last checkpoint")
-        epochs = self.protocol.budget["num_epochs"]
+        epochs = self.protocol.run_budget(run)["num_epochs"]
         start, first_epoch = time.time(), {}
 
         def show_progress(line: str) -> None:
@@ -601,7 +612,7 @@ class BenchmarkRunner:
             "trainer": run.trainer, "method": run.method, "labeled": run.labeled, "seed": run.seed,
             "num_labeled": len(split["labeled"]), "num_unlabeled": len(split["unlabeled"]),
             "num_test": len(split["test"]), "dataset": self.dataset_name(run.labeled),
-            "steps": self.protocol.total_steps, "train_seconds": round(train_seconds, 1),
+            "steps": self.protocol.run_steps(run), "train_seconds": round(train_seconds, 1),
             "predict_seconds": round(predict_seconds, 1), **dice_from_summary(join(predictions, "summary.json")),
             "curves": curves,
             "method_config": load_json(join(model_folder, EFFECTIVE_CONFIG_FILE)),

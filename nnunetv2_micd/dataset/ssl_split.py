@@ -167,6 +167,9 @@ def make_ssl_dataset(source: Union[str, int], target: str, labeled: Optional[str
     if held_out and test is not None:
         raise UsageError(f"{source_name} has its own held-out split ({len(held_out)} cases in imagesTs with "
                          f"labelsTs): leave out --test to keep it as the test split")
+    if labeled_cases is not None and test is not None:
+        raise UsageError("--test does not combine with --labeled-cases: hold the test cases out in the source's "
+                         "imagesTs/labelsTs, or draw the labeled cases with --labeled")
     if labeled_cases is not None:
         split = split_with_labeled_cases(list(cases), read_case_list(labeled_cases))
     else:
@@ -199,7 +202,7 @@ def make_ssl_dataset(source: Union[str, int], target: str, labeled: Optional[str
     finally:
         if isdir(staging_folder):
             shutil.rmtree(staging_folder)
-    _print_summary(source_name, target_folder, split, seed)
+    _print_summary(source_name, target_folder, split, f"seed {seed}" if labeled_cases is None else "labeled as given")
     _remove_stale_folds(target_name)
     return target_folder
 
@@ -240,6 +243,8 @@ def _held_out_cases(source_folder: str, source_json: dict, training_cases: Dict[
     """The source's own held-out cases with labels (imagesTs and labelsTs), as image and label files per case;
     refused when one of them is also a training case."""
     images_folder, labels_folder = join(source_folder, 'imagesTs'), join(source_folder, 'labelsTs')
+    if isdir(images_folder) and not isdir(labels_folder):
+        print(f"{images_folder} is not copied: without labelsTs its images cannot serve as test cases")
     if not (isdir(images_folder) and isdir(labels_folder)):
         return {}
     file_ending = source_json['file_ending']
@@ -319,6 +324,6 @@ def _ssl_dataset_json(source_json: dict, split: Dict[str, List[str]]) -> dict:
     return dataset_json
 
 
-def _print_summary(source_name: str, target_folder: str, split: Dict[str, List[str]], seed: int) -> None:
-    print(f"Created semi-supervised dataset from {source_name} (seed {seed}): {len(split['labeled'])} labeled, "
+def _print_summary(source_name: str, target_folder: str, split: Dict[str, List[str]], how: str) -> None:
+    print(f"Created semi-supervised dataset from {source_name} ({how}): {len(split['labeled'])} labeled, "
           f"{len(split['unlabeled'])} unlabeled, {len(split['test'])} test cases\n  -> {target_folder}")

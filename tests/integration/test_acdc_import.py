@@ -10,6 +10,13 @@ from tests.conftest import ACDC, micd
 pytestmark = pytest.mark.skipif(not ACDC.is_dir(), reason=f"real data not available: {ACDC} is absent")
 
 
+def _header(path):
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    return reader
+
+
 def _patients(cases):
     return {case.split("_")[0][len("patient"):] for case in cases}
 
@@ -22,9 +29,14 @@ def test_acdc_imports_with_the_literatures_split_and_passes_the_dataset_check(nn
     seven = (source / "labeled_7_patients.txt").read_text().split()
     assert _patients(three) == {"099", "038", "050"} and len(three) == 6
     assert _patients(seven) == {"099", "038", "050", "100", "058", "021", "049"} and len(seven) == 14
-    image = sitk.ReadImage(str(source / "imagesTs" / "patient028_frame01_0000.nii.gz"))
-    label = sitk.ReadImage(str(source / "labelsTs" / "patient028_frame01.nii.gz"))
-    assert image.GetSpacing() == (1, 1, 1) and image.GetSize() == label.GetSize()
+    cases = json.loads((source / "acdc_manifest.json").read_text())["cases"]
+    assert [len(list((source / folder).iterdir())) for folder in ("imagesTr", "labelsTr", "imagesTs", "labelsTs")] \
+        == [140, 140, 20, 20]
+    for case, origin in cases.items():
+        images, labels = ("imagesTr", "labelsTr") if origin["list"] == "train.list" else ("imagesTs", "labelsTs")
+        image, label = _header(source / images / f"{case}_0000.nii.gz"), _header(source / labels / f"{case}.nii.gz")
+        assert image.GetSpacing() == label.GetSpacing() == (1, 1, 1) and image.GetSize() == label.GetSize()
+        assert origin["from"] in ("volume", f"{image.GetSize()[2]} slices")  # slices stacked along z
 
     micd("make-ssl-dataset", "-d", 801, "-o", 803, "--labeled-cases", source / "labeled_3_patients.txt")
     split = json.loads((nnunet_folders["nnUNet_raw"] / "Dataset803_ACDC" / "ssl_manifest.json").read_text())["splits"]

@@ -191,6 +191,67 @@ def test_one_tag_names_one_configuration(tmp_path):
                                   {**group, "method_config": {"lambda_max": 0.5}}])
 
 
+def test_a_group_may_train_for_its_own_number_of_steps(tmp_path):
+    protocol = _protocol_with(tmp_path, [
+        {"trainers": ["nnUNetTrainerBudget", "nnUNetTrainerMICD"], "labeled": [10], "seeds": [0]},
+        {"trainers": ["nnUNetTrainerBudget"], "labeled": [10], "seeds": [0], "tag": "equal-compute",
+         "budget": {"num_epochs": 280}}])
+    budget, micd, equal_compute = protocol.runs
+    assert equal_compute.name == "nnUNetTrainerBudget__equal-compute__labeled10__seed0"
+    assert protocol.run_steps(budget) == protocol.run_steps(micd) == 40 * 100
+    assert protocol.run_budget(equal_compute) == {**protocol.budget, "num_epochs": 280}
+    assert protocol.run_steps(equal_compute) == 28000 and protocol.method_config(equal_compute) == {}
+    with pytest.raises(ProtocolError, match="budget gives positive integers"):
+        _protocol_with(tmp_path, [{"trainers": ["nnUNetTrainerBudget"], "labeled": [10], "seeds": [0], "tag": "x",
+                                   "budget": {"num_epochs": 0}}])
+
+
+def test_the_acdc_protocols_take_the_literatures_labeled_patients_and_hold_out_its_validation_patients():
+    for name in ("acdc_cpu", "acdc_gpu"):
+        protocol, _ = load_protocol(name)
+        assert protocol.test_from_source and protocol.configuration == "2d"
+        assert protocol.labeled_list(6) == "labeled_3_patients.txt"
+        assert protocol.labeled_list(14) == "labeled_7_patients.txt" and protocol.labeled_list("all") is None
+    cpu, _ = load_protocol("acdc_cpu")
+
+    def seeds_at_3_patients(trainer):
+        return {run.seed for run in cpu.runs if run.trainer == trainer and run.labeled == 6 and not run.tag}
+
+    assert seeds_at_3_patients("nnUNetTrainerBudget") == seeds_at_3_patients("nnUNetTrainerMICD") == {0, 1, 2}
+    equal_compute = next(run for run in cpu.runs if run.tag == "equal-compute")
+    assert cpu.run_steps(equal_compute) == 7 * cpu.total_steps  # MICD's measured step cost, 7.05 times
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"test_cases": "val"}, "test_cases must be an integer >= 0 or 'source'"),
+    ({"test_cases": 20}, "acdc_folder source has its own held-out patients"),
+    ({"labeled_lists": {"three": "x.txt"}}, "labeled_lists must map labeled counts"),
+])
+def test_bad_acdc_settings_are_refused(tmp_path, change, message):
+    protocol, _ = load_protocol("acdc_cpu")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**protocol.values, **change}))
+    with pytest.raises(ProtocolError, match=message):
+        load_protocol(str(bad))
+
+
+def test_labeled_lists_and_the_sources_held_out_split_reach_make_ssl_dataset(tmp_path):
+    from nnunetv2_micd.benchmark.runner import BenchmarkRunner
+    protocol, _ = load_protocol("acdc_cpu")
+    runner = BenchmarkRunner(protocol, str(tmp_path / "work"))
+    (tmp_path / "work" / "nnUNet_raw" / "Dataset800_ACDC").mkdir(parents=True)
+    commands = []
+    runner.say = lambda text: None
+    runner.micd = lambda *args, **kwargs: commands.append([str(a) for a in args])
+    runner._make_dataset(6)
+    runner._make_dataset("all")
+    source = str(tmp_path / "work" / "nnUNet_raw" / "Dataset800_ACDC")
+    assert commands[0][:5] == ["make-ssl-dataset", "-d", "Dataset800_ACDC", "-o", "Dataset810_ACDC"]
+    assert commands[0][5:7] == ["--labeled-cases", f"{source}/labeled_3_patients.txt"]
+    assert commands[1][5:7] == ["--labeled", "100%"]
+    assert not any("--test" in command for command in commands)  # the source's validation patients stay held out
+
+
 def _runner(tmp_path, groups):
     from nnunetv2_micd.benchmark.runner import BenchmarkRunner
     return BenchmarkRunner(_protocol_with(tmp_path, groups), str(tmp_path / "work"))

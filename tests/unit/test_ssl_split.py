@@ -219,7 +219,9 @@ def test_explicitly_listed_cases_are_the_labeled_ones(source, raw, tmp_path):
     listed = tmp_path / 'labeled.txt'
     listed.write_text(f'# the cases our annotator finished\n{CASE_IDS[7]}\n\n{CASE_IDS[2]}  # second batch\n')
     target = Path(make_ssl_dataset(4, '601', labeled_cases=str(listed)))
-    split = load_json(str(target / 'ssl_manifest.json'))['splits']
+    manifest = load_json(str(target / 'ssl_manifest.json'))
+    assert (manifest['labeled_spec'], manifest['labeled_cases_given']) == (None, str(listed))
+    split = manifest['splits']
     assert split == {'labeled': [CASE_IDS[2], CASE_IDS[7]],
                      'unlabeled': [c for c in CASE_IDS if c not in (CASE_IDS[2], CASE_IDS[7])], 'test': []}
     assert sorted(os.listdir(target / 'labelsTr')) == [f'{CASE_IDS[2]}{FILE_ENDING}', f'{CASE_IDS[7]}{FILE_ENDING}']
@@ -269,5 +271,28 @@ def test_a_held_out_case_that_is_also_a_training_case_is_refused(source, raw):
     (source / 'imagesTs' / image).write_bytes((source / 'imagesTr' / image).read_bytes())
     (source / 'labelsTs' / f'{CASE_IDS[0]}{FILE_ENDING}').write_bytes(b'')
     with pytest.raises(ValueError, match=rf"cases \['{CASE_IDS[0]}'\] are both training cases and held-out"):
+        make_ssl_dataset(4, '601', labeled='2')
+    assert os.listdir(raw) == [SOURCE]
+
+
+def test_listed_labeled_cases_and_a_drawn_test_split_are_refused_together(source, raw):
+    with pytest.raises(ValueError, match='--test does not combine with --labeled-cases'):
+        make_ssl_dataset(4, '601', labeled_cases=CASE_IDS[0], test='2')
+    assert os.listdir(raw) == [SOURCE]
+
+
+def test_held_out_images_without_labels_are_not_copied_and_said_so(source, raw, capsys):
+    (source / 'imagesTs').mkdir()  # as nnUNetv2_convert_MSD_dataset writes the Decathlon's unlabeled test images
+    _write_image(np.zeros((4, 5, 6), np.float32), source / 'imagesTs' / f'hippo_900_0000{FILE_ENDING}')
+    target = Path(make_ssl_dataset(4, '601', labeled='3', test='2', seed=0))
+    assert sorted(os.listdir(target / 'imagesTs')) == \
+        [f'{c}_0000{FILE_ENDING}' for c in plan_ssl_split(CASE_IDS, 3, 2, seed=0)['test']]
+    assert 'imagesTs is not copied: without labelsTs' in capsys.readouterr().out
+
+
+def test_held_out_images_with_some_labels_missing_are_refused(source, raw):
+    _hold_out(source, CASE_IDS[-2:])
+    (source / 'labelsTs' / f'{CASE_IDS[-1]}{FILE_ENDING}').unlink()
+    with pytest.raises(ValueError, match=rf"held-out cases \['{CASE_IDS[-1]}'\] .* have no label"):
         make_ssl_dataset(4, '601', labeled='2')
     assert os.listdir(raw) == [SOURCE]
