@@ -219,7 +219,7 @@ def test_the_acdc_protocols_take_the_literatures_labeled_patients_and_hold_out_i
 
     assert seeds_at_3_patients("nnUNetTrainerBudget") == seeds_at_3_patients("nnUNetTrainerMICD") == {0, 1, 2}
     equal_compute = next(run for run in cpu.runs if run.tag == "equal-compute")
-    assert cpu.run_steps(equal_compute) == 7 * cpu.total_steps  # MICD's measured step cost, 7.05 times
+    assert cpu.run_steps(equal_compute) == 9 * cpu.total_steps  # MICD's measured step cost, 9.11 times
 
 
 @pytest.mark.parametrize("change, message", [
