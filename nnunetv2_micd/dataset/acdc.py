@@ -23,7 +23,6 @@ in a hidden folder and renamed when complete.
 import glob
 import os
 import re
-import shutil
 from collections import Counter
 from typing import Dict, List, Optional, Tuple
 
@@ -34,7 +33,7 @@ from batchgenerators.utilities.file_and_folder_operations import isdir, isfile, 
 from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 from tqdm import tqdm
 
-from nnunetv2_micd.dataset.ssl_split import raw_root, refuse_taken_id
+from nnunetv2_micd.dataset.ssl_split import raw_root, refuse_taken_id, staged_dataset_folder
 from nnunetv2_micd.errors import DataError, ExistingOutputError, MissingInputError
 
 LABELS = {"background": 0, "RV": 1, "Myo": 2, "LV": 3}
@@ -214,9 +213,7 @@ def convert_acdc(source: str, dataset_id: int = DEFAULT_DATASET_ID, lists_folder
         raise DataError(f"{len(missing)} listed case(s) of {source} have {layout.missing}: {', '.join(missing)}")
     unlisted = sorted(layout.cases - listed)
 
-    staging = join(raw_root(), f".{name}.partial-{os.getpid()}")
-    os.makedirs(staging)
-    try:
+    with staged_dataset_folder(target) as staging:
         manifest = _write_cases(layout, lists, staging, source)
         manifest["left_out"] = unlisted
         slices_list = join(lists_folder or source, SLICES_LIST)
@@ -232,12 +229,6 @@ def convert_acdc(source: str, dataset_id: int = DEFAULT_DATASET_ID, lists_folder
         generate_dataset_json(staging, {0: "cineMRI"}, LABELS, len(lists["train.list"]), ".nii.gz",
                               dataset_name=name, reference="Bernard et al., IEEE TMI 37(11), 2018 (ACDC)",
                               description=f"ACDC from {source}, split as the semi-supervised literature does")
-        if isdir(target):
-            shutil.rmtree(target)
-        os.rename(staging, target)
-    finally:
-        if isdir(staging):
-            shutil.rmtree(staging)
     spacing = "1 mm in every axis (the h5 layout stores no spacing)" if h5 else "the release's own"
     print(f"{name}: {len(lists['train.list'])} training cases in imagesTr/labelsTr, "
           f"{sum(len(v) for k, v in lists.items() if k != 'train.list')} held-out cases in imagesTs/labelsTs; "

@@ -27,7 +27,7 @@ from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_j
 from nnunetv2.paths import nnUNet_preprocessed
 from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
-from nnunetv2_micd.dataset.ssl_split import raw_root, refuse_taken_id
+from nnunetv2_micd.dataset.ssl_split import raw_root, refuse_taken_id, staged_dataset_folder
 from nnunetv2_micd.errors import DataError, ExistingOutputError, MissingInputError, UsageError
 
 SPLITS_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dhc_splits")
@@ -150,8 +150,7 @@ def convert(benchmark: Benchmark, source: str, labeled: str, target_id: Optional
     labeled_cases = split["labeled"] + split["eval"]
     _check_labels(files, labeled_cases + split["test"], benchmark.labels)
 
-    staging = join(raw_root(), f".{name}.partial-{os.getpid()}")
-    try:
+    with staged_dataset_folder(target) as staging:
         for folder, cases, with_labels in (("Tr", labeled_cases, True), ("Unlabeled", split["unlabeled"], False),
                                            ("Ts", split["test"], True)):
             maybe_mkdir_p(join(staging, "images" + folder))
@@ -172,10 +171,6 @@ def convert(benchmark: Benchmark, source: str, labeled: str, target_id: Optional
                    "dhc_commit": DHC_COMMIT, "case_names": {k: [_case_name(benchmark, c) for c in v]
                                                             for k, v in split.items()}},
                   join(staging, MANIFEST_FILE), sort_keys=False)
-        os.rename(staging, target)
-    finally:
-        if isdir(staging):
-            shutil.rmtree(staging)
     print(f"{name}: {len(split['labeled'])} labeled + {len(split['eval'])} eval (validation) cases in imagesTr, "
           f"{len(split['unlabeled'])} unlabeled, {len(split['test'])} test\n  -> {target}\n"
           f"next: nnUNetv2_plan_and_preprocess -d {dataset_id} -c 3d_fullres, then micd dhc-splits -d {dataset_id}")

@@ -10,7 +10,8 @@ import math
 import os
 import re
 import shutil
-from typing import Dict, List, Optional, Sequence, Union
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 from batchgenerators.utilities.file_and_folder_operations import isdir, isfile, join, load_json, maybe_mkdir_p, \
@@ -31,6 +32,22 @@ SPLIT_FOLDERS = {
     'unlabeled': ('imagesUnlabeled', None),
     'test': ('imagesTs', 'labelsTs'),
 }
+
+
+@contextmanager
+def staged_dataset_folder(target_folder: str) -> Iterator[str]:
+    """A hidden sibling folder to write a dataset into, renamed to ``target_folder`` (replacing it) when the block
+    completes and removed when it fails, so that an interrupted run leaves no half-made dataset behind."""
+    staging = join(os.path.dirname(target_folder), f".{os.path.basename(target_folder)}.partial-{os.getpid()}")
+    os.makedirs(staging)
+    try:
+        yield staging
+        if isdir(target_folder):
+            shutil.rmtree(target_folder)
+        os.rename(staging, target_folder)
+    finally:
+        if isdir(staging):
+            shutil.rmtree(staging)
 
 
 def raw_root() -> str:
@@ -191,17 +208,9 @@ def make_ssl_dataset(source: Union[str, int], target: str, labeled: Optional[str
         'nnunetv2_micd_version': nnunetv2_micd.__version__,
     }
 
-    staging_folder = join(raw_root(), f".{target_name}.partial-{os.getpid()}")
-    os.makedirs(staging_folder)
-    try:
+    with staged_dataset_folder(target_folder) as staging_folder:
         _write_ssl_dataset(staging_folder, cases, split, source_json)
         save_json(manifest, join(staging_folder, 'ssl_manifest.json'), sort_keys=False)
-        if isdir(target_folder):
-            shutil.rmtree(target_folder)
-        os.rename(staging_folder, target_folder)
-    finally:
-        if isdir(staging_folder):
-            shutil.rmtree(staging_folder)
     _print_summary(source_name, target_folder, split, f"seed {seed}" if labeled_cases is None else "labeled as given")
     _remove_stale_folds(target_name)
     return target_folder
