@@ -159,9 +159,12 @@ class Protocol:
         own = self.tagged_method_configs.get(run.tag, {})
         return {**self.method_configs.get(run.trainer, {}), **own}
 
+    def tag_budget(self, tag: str) -> Dict[str, int]:
+        """The protocol's budget, updated by that of the groups tagged ``tag``."""
+        return {**self.budget, **self.tagged_budgets.get(tag, {})}
+
     def run_budget(self, run: RunSpec) -> Dict[str, int]:
-        """The protocol's budget, updated by the run's group's own."""
-        return {**self.budget, **self.tagged_budgets.get(run.tag, {})}
+        return self.tag_budget(run.tag)
 
     def run_steps(self, run: RunSpec) -> int:
         budget = self.run_budget(run)

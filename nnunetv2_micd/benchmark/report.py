@@ -263,9 +263,9 @@ PICTURES = {
 
 def _own_budgets(protocol: dict) -> str:
     """The runs trained at another number of steps than the protocol's, as the report's text names them."""
-    own = {tag: budget for tag, budget in Protocol(protocol).tagged_budgets.items() if budget}
-    return "".join(f" (`{tag}` runs: {budget.get('num_epochs', protocol['budget']['num_epochs'])} × "
-                   f"{budget.get('iterations_per_epoch', protocol['budget']['iterations_per_epoch'])})"
+    protocol = Protocol(protocol)
+    own = {tag: protocol.tag_budget(tag) for tag, budget in protocol.tagged_budgets.items() if budget}
+    return "".join(f" (`{tag}` runs: {budget['num_epochs']} × {budget['iterations_per_epoch']})"
                    for tag, budget in own.items())
 
 

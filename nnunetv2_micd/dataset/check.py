@@ -95,7 +95,8 @@ class DatasetCheck:
 
 # ---------------------------------------------------------------------------------------------------- listing
 
-def _case_pattern(file_ending: str) -> re.Pattern:
+def case_file_pattern(file_ending: str) -> re.Pattern:
+    """nnU-Net's image file names: ``{case}_{channel:04d}{file_ending}``."""
     return re.compile(r"(?P<case>.+)_(?P<channel>\d{4})" + re.escape(file_ending))
 
 
@@ -103,7 +104,7 @@ def _cases_in_folder(raw_folder: str, split: str, dataset_json: dict) -> Tuple[L
     """The cases of one split from the file names, with naming, channel and label-pairing problems."""
     images_folder, labels_folder = SPLIT_FOLDERS[split]
     file_ending, num_channels = dataset_json["file_ending"], len(dataset_json["channel_names"])
-    pattern = _case_pattern(file_ending)
+    pattern = case_file_pattern(file_ending)
     problems, channels = [], defaultdict(dict)
     for name in sorted(os.listdir(join(raw_folder, images_folder))):
         if name.startswith("."):
@@ -247,12 +248,12 @@ def _geometry_problem(image: np.ndarray, image_properties: dict, label: np.ndarr
                       label_properties: dict) -> Optional[str]:
     if image.shape[1:] != label.shape[1:]:
         return f"label shape {label.shape[1:]} differs from its image's {image.shape[1:]}"
-    for key, name in (("spacing", "spacing"), ("origin", "origin"), ("direction", "direction")):
+    for key in ("spacing", "origin", "direction"):
         image_value = image_properties.get("sitk_stuff", image_properties).get(key)
         label_value = label_properties.get("sitk_stuff", label_properties).get(key)
         if image_value is not None and label_value is not None and not np.allclose(
                 image_value, label_value, rtol=GEOMETRY_TOLERANCE, atol=GEOMETRY_TOLERANCE):
-            return f"label {name} {tuple(np.round(label_value, 4))} differs from its image's " \
+            return f"label {key} {tuple(np.round(label_value, 4))} differs from its image's " \
                    f"{tuple(np.round(image_value, 4))}"
     return None
 

@@ -22,6 +22,7 @@ from nnunetv2.utilities.dataset_name_id_conversion import find_candidate_dataset
 from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
 import nnunetv2_micd
+from nnunetv2_micd.dataset.check import case_file_pattern
 from nnunetv2_micd.errors import DataError, ExistingOutputError, MissingInputError, UsageError
 
 DATASET_NAME_PATTERN = re.compile(r"Dataset(\d{3})_(\S+)")
@@ -257,7 +258,7 @@ def _held_out_cases(source_folder: str, source_json: dict, training_cases: Dict[
     if not (isdir(images_folder) and isdir(labels_folder)):
         return {}
     file_ending = source_json['file_ending']
-    pattern = re.compile(r"(?P<case>.+)_(?P<channel>\d{4})" + re.escape(file_ending))
+    pattern = case_file_pattern(file_ending)
     images: Dict[str, Dict[int, str]] = {}
     for name in sorted(os.listdir(images_folder)):
         match = pattern.fullmatch(name)

@@ -18,7 +18,8 @@ from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunetv2_micd.errors import MissingInputError
-from nnunetv2_micd.evaluation.literature_metrics import LITERATURE_SUMMARY_FILE, literature_record, summarize
+from nnunetv2_micd.evaluation.literature_metrics import LITERATURE_SUMMARY_FILE, literature_record, mean_of_defined, \
+    summarize
 from nnunetv2_micd.evaluation.surface_distance import surface_metrics
 
 SURFACE_SUMMARY_FILE = "summary_surface.json"
@@ -63,20 +64,17 @@ def metrics_of_case(reference_file: str, prediction_file: str, reader_writer_cla
 def _means(cases: List[Dict], labels: List[str]) -> Dict[str, Dict]:
     means = {}
     for label in labels:
-        values = {metric: [c["metrics"][label][metric] for c in cases if c["metrics"][label][metric] is not None]
-                  for metric in ("ASD", "HD95")}
-        means[label] = {metric: float(np.mean(v)) if v else None for metric, v in values.items()}
-        means[label]["n_one_empty"] = sum(c["metrics"][label]["one_empty"] for c in cases)
+        per_case = [c["metrics"][label] for c in cases]
+        means[label] = {metric: mean_of_defined([m[metric] for m in per_case]) for metric in ("ASD", "HD95")}
+        means[label]["n_one_empty"] = sum(m["one_empty"] for m in per_case)
     return means
 
 
 def _surface_summary(cases: List[Dict], label_keys: List[str]) -> Dict:
     """Means over cases per class and over classes, leaving undefined distances out."""
     means = _means(cases, label_keys)
-    foreground_values = {metric: [means[k][metric] for k in label_keys if means[k][metric] is not None]
-                         for metric in ("ASD", "HD95")}
     return {"metric_per_case": cases, "mean": means,
-            "foreground_mean": {m: float(np.mean(v)) if v else None for m, v in foreground_values.items()},
+            "foreground_mean": {m: mean_of_defined([means[k][m] for k in label_keys]) for m in ("ASD", "HD95")},
             "conventions": CONVENTIONS}
 
 

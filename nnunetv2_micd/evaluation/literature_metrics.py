@@ -85,7 +85,7 @@ def literature_record(prediction: np.ndarray, reference: np.ndarray,
             "empty_reference": predicted and not present}
 
 
-def _mean(values: List[Optional[float]]) -> Optional[float]:
+def mean_of_defined(values: List[Optional[float]]) -> Optional[float]:
     """The mean of the defined values; None when there are none."""
     defined = [v for v in values if v is not None]
     return float(np.mean(defined)) if defined else None
@@ -93,7 +93,7 @@ def _mean(values: List[Optional[float]]) -> Optional[float]:
 
 def class_means(per_case: List[Dict]) -> Dict:
     """One class's metrics averaged over volumes, and how many volumes fell under each empty-mask rule."""
-    means = {metric: _mean([case[metric] for case in per_case]) for metric in METRICS}
+    means = {metric: mean_of_defined([case[metric] for case in per_case]) for metric in METRICS}
     return {**means, "n_empty_prediction": sum(case["empty_prediction"] for case in per_case),
             "n_empty_reference": sum(case["empty_reference"] for case in per_case)}
 
@@ -103,5 +103,5 @@ def summarize(cases: List[Dict], labels: List[str], distance_unit: str) -> Dict:
     volumes, and the mean of those over classes."""
     means = {label: class_means([case["metrics"][label] for case in cases]) for label in labels}
     return {"metric_per_case": cases, "mean": means,
-            "foreground_mean": {metric: _mean([means[label][metric] for label in labels]) for metric in METRICS},
+            "foreground_mean": {metric: mean_of_defined([means[label][metric] for label in labels]) for metric in METRICS},
             "distance_unit": distance_unit, "conventions": CONVENTIONS}

@@ -56,7 +56,11 @@ def test_builtin_protocol_loads_and_runs_the_headline_first():
     ({"runs": [{"trainers": ["nnUNetTrainerBudget"], "labeled": ["all"], "seeds": [0]}]}, "labeled count below"),
 ])
 def test_bad_protocols_are_refused_with_the_reason(tmp_path, change, message):
-    protocol, path = load_protocol("hippocampus_cpu")
+    _assert_refused_when_changed("hippocampus_cpu", tmp_path, change, message)
+
+
+def _assert_refused_when_changed(builtin: str, tmp_path, change: dict, message: str) -> None:
+    protocol, _ = load_protocol(builtin)
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({**protocol.values, **change}))
     with pytest.raises(ProtocolError, match=message):
@@ -228,11 +232,7 @@ def test_the_acdc_protocols_take_the_literatures_labeled_patients_and_hold_out_i
     ({"labeled_lists": {"three": "x.txt"}}, "labeled_lists must map labeled counts"),
 ])
 def test_bad_acdc_settings_are_refused(tmp_path, change, message):
-    protocol, _ = load_protocol("acdc_cpu")
-    bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({**protocol.values, **change}))
-    with pytest.raises(ProtocolError, match=message):
-        load_protocol(str(bad))
+    _assert_refused_when_changed("acdc_cpu", tmp_path, change, message)
 
 
 def test_labeled_lists_and_the_sources_held_out_split_reach_make_ssl_dataset(tmp_path):
