@@ -8,6 +8,8 @@ from typing import List, Optional
 from nnunetv2_micd.errors import DataError, MicdError
 from nnunetv2_micd.paths import trainer_path
 
+TIME_LIMIT_EXIT_CODE = 3  # micd benchmark --time-limit stopped before every run finished
+
 
 def _cmd_trainer_path(args) -> None:
     print(trainer_path())
@@ -64,11 +66,14 @@ def _cmd_benchmark(args) -> None:
     from nnunetv2_micd.benchmark.runner import BenchmarkRunner
     protocol, path = load_protocol(args.protocol, args.source)
     print(f"protocol file: {path}")
-    runner = BenchmarkRunner(protocol, args.o, args.device)
+    runner = BenchmarkRunner(protocol, args.o, args.device,
+                             None if args.time_limit is None else args.time_limit * 60)
     if args.status:
         print("\n".join(runner.status()))
     else:
         runner.run_all(args.only)
+        if runner.stopped_at_time_limit:
+            sys.exit(TIME_LIMIT_EXIT_CODE)
 
 
 def _cmd_report(args) -> None:
@@ -199,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", default=None, metavar="METHOD",
                    help="run only the unfinished runs of these trainers (or trainer__tag), making only the "
                         "datasets they use; the others wait")
+    p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                   help="run in pieces: stop training where the next epoch would end after this many minutes "
+                        "(its last checkpoint kept) and start no run after them, exiting with status "
+                        f"{TIME_LIMIT_EXIT_CODE}; the same command continues. Preparing, and predicting a run whose "
+                        "training ended, may go past the limit")
     p.add_argument("--status", action="store_true",
                    help="show every run's state (finished, how far its training got and whether it is running, to "
                         "do) and the time left; runs nothing")

@@ -1,6 +1,8 @@
 """Running nnU-Net's commands as a user would, with their output kept and their failures explained."""
+import signal
 import subprocess
 import sys
+import threading
 from collections import deque
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -26,13 +28,19 @@ def prediction_workers(device: str) -> List[str]:
 
 
 def run_command(command: List[str], environment: Dict[str, str], log_file: Optional[str] = None,
-                on_line: Optional[Callable[[str], None]] = None, pass_fds: Sequence[int] = (),
-                cwd: Optional[str] = None) -> None:
+                on_line: Optional[Callable[[str], Optional[bool]]] = None, pass_fds: Sequence[int] = (),
+                cwd: Optional[str] = None) -> bool:
     """Runs ``command`` (in ``cwd`` if given), passing every output line to ``on_line`` and appending it to
     ``log_file``; ``pass_fds`` stay open in the command. On failure the last lines are printed and
-    :class:`CommandFailed` names the command."""
+    :class:`CommandFailed` names the command.
+
+    ``on_line`` returns True to stop the command as Ctrl-C would (an interrupted nnUNetv2_train keeps its last
+    checkpoint; its data augmentation workers end with it); the command is killed if it has not ended a minute
+    later. Returns False when the command was stopped so, True when it ran to its end."""
     recent = deque(maxlen=40)
     log = open(log_file, "a") if log_file is not None else None
+    killer = threading.Timer(60, lambda: process.kill())
+    killer.daemon = True
     try:
         with subprocess.Popen(command, env={**environment, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, pass_fds=pass_fds, cwd=cwd) as process:
@@ -41,12 +49,17 @@ def run_command(command: List[str], environment: Dict[str, str], log_file: Optio
                 if log is not None:
                     log.write(line)
                     log.flush()
-                if on_line is not None:
-                    on_line(line)
+                if on_line is not None and killer.ident is None and on_line(line):
+                    process.send_signal(signal.SIGINT)
+                    killer.start()
     finally:
+        killer.cancel()
         if log is not None:
             log.close()
+    if killer.ident is not None:  # stopped on request
+        return False
     if process.returncode != 0:
         sys.stdout.writelines(recent)
         where = f" (full output: {log_file})" if log_file is not None else ""
         raise CommandFailed(f"{' '.join(command)} failed with exit code {process.returncode}{where}")
+    return True

@@ -13,7 +13,9 @@ Everything happens in one work folder, through nnU-Net's and micd's own commands
     <work>/benchmark.lock                           held while a benchmark runs (see nnunetv2_micd.benchmark.lock)
 
 A run is finished once it is in results.json. Otherwise it continues where it stopped: training from
-``checkpoint_latest.pth`` (``nnUNetv2_train --c``), prediction and evaluation from scratch.
+``checkpoint_latest.pth`` (``nnUNetv2_train --c``), prediction and evaluation from scratch. With a time limit the
+benchmark runs in pieces: it stops training at an epoch's start when the epoch would end after the limit (the
+checkpoint of the epoch before was just written) and starts no run after it; the same command continues.
 """
 import os
 import re
@@ -63,11 +65,14 @@ def _code_version() -> str:
 
 
 class BenchmarkRunner:
-    def __init__(self, protocol: Protocol, work_folder: str, device: Optional[str] = None):
+    def __init__(self, protocol: Protocol, work_folder: str, device: Optional[str] = None,
+                 time_limit: Optional[float] = None):
         self.protocol = protocol
         self.work = os.path.abspath(work_folder)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.started = time.time()
+        self.deadline = None if time_limit is None else self.started + time_limit
+        self.stopped_at_time_limit = False
         self.raw = join(self.work, "nnUNet_raw")
         self.preprocessed = join(self.work, "nnUNet_preprocessed")
         self.environment = {**os.environ, "nnUNet_raw": self.raw, "nnUNet_preprocessed": self.preprocessed,
@@ -348,18 +353,27 @@ class BenchmarkRunner:
             for number, run in enumerate(runs, start=1):
                 if run.name in self.results["runs"] or run not in selected:
                     continue
+                if self.deadline is not None and time.time() >= self.deadline:
+                    self.stopped_at_time_limit = True
+                if self.stopped_at_time_limit:
+                    break
                 unfinished = [r for r in runs if r.name not in self.results["runs"]]
                 self.say(f"run {number}/{len(runs)}: {run.describe()} (protocol time left: "
                          f"{_format_duration(self.estimated_seconds_left(unfinished))})")
                 self.lock.working_on(run.name)
-                self.results["runs"][run.name] = self.run_one(run)
+                entry = self.run_one(run)
+                if entry is None:
+                    break
+                self.results["runs"][run.name] = entry
                 save_results(self.results, self.results_file)
                 entry = self.results["runs"][run.name]
                 self.say(f"run {number}/{len(runs)} finished: mean {self.protocol.held_out} Dice "
                          f"{entry['mean_dice']:.4f} ({_format_duration(entry['train_seconds'])} training)")
             left = [run for run in runs if run.name not in self.results["runs"]]
+            why_left = "the time limit was reached: the same command continues" if self.stopped_at_time_limit \
+                else "not selected"
             self.say(f"{len(runs) - len(left)} of {len(runs)} runs finished; results in {self.results_file}"
-                     + (f"; {len(left)} left (not selected)" if left else ""))
+                     + (f"; {len(left)} left ({why_left})" if left else ""))
             return self.results
 
     def _select(self, only: Optional[List[str]]) -> List[RunSpec]:
@@ -508,10 +522,13 @@ class BenchmarkRunner:
                 entry["student_a"] = student_a
                 save_results(self.results, self.results_file)
 
-    def run_one(self, run: RunSpec) -> dict:
+    def run_one(self, run: RunSpec) -> Optional[dict]:
+        """The run's results entry; None when the time limit stopped its training."""
         environment = self.run_environment(run)
         model_folder = self.model_folder(run)
         train_seconds = self._train(run, environment, model_folder)
+        if self.stopped_at_time_limit:
+            return None
         start = time.time()
         self.say(f"  predicting and evaluating the {self.protocol.held_out} split")
         predictions = self._predict_and_evaluate(run, environment, run.trainer, join(self.run_folder(run),
@@ -559,22 +576,30 @@ class BenchmarkRunner:
         epochs = self.protocol.run_budget(run)["num_epochs"]
         start, first_epoch = time.time(), {}
 
-        def show_progress(line: str) -> None:
+        def show_progress(line: str) -> bool:
+            """Shows the epoch started on ``line``; True to stop the training at the time limit."""
             match = EPOCH_LINE.search(line)
             if match is None:
-                return
+                return False
             # kept up to date, so that a run killed with the benchmark still counts its time
             save_json({"seconds": spent + time.time() - start}, timing_file)
             epoch = int(match.group(1))
             first_epoch.setdefault("epoch", epoch)
             first_epoch.setdefault("time", time.time())  # the time per epoch leaves nnUNetv2_train's start-up out
             done = epoch - first_epoch["epoch"]
-            left = (time.time() - first_epoch["time"]) / done * (epochs - epoch) if done else None
+            epoch_seconds = (time.time() - first_epoch["time"]) / done if done else None
+            if self.deadline is not None and epoch_seconds is not None and time.time() + epoch_seconds > self.deadline:
+                self.say(f"  stopping at the time limit before epoch {epoch + 1}/{epochs}; the checkpoint of epoch "
+                         f"{epoch} is kept")
+                return True
+            left = epoch_seconds * (epochs - epoch) if done else None
             self.say(f"  epoch {epoch + 1}/{epochs}, run time left {_format_duration(left)}")
+            return False
 
         try:
-            run_command(command, environment, join(self.run_folder(run), "train.log"), show_progress,
-                        pass_fds=(self.lock.fileno(),))  # the folder stays locked while this training runs
+            finished = run_command(command, environment, join(self.run_folder(run), "train.log"), show_progress,
+                                   pass_fds=(self.lock.fileno(),))  # the folder stays locked while this training runs
+            self.stopped_at_time_limit = not finished
         finally:
             save_json({"seconds": spent + time.time() - start}, timing_file)
         return spent + time.time() - start

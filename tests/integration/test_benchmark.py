@@ -95,6 +95,9 @@ def finished_benchmark(protocol_file, nnunet_folders, tmp_path_factory):
     interrupted_run, finished_before = _interrupt_during_a_training(first, work)
     status_after_interruption = micd("benchmark", protocol_file, "-o", work, "--status").stdout
     before = load_results(str(work / "results.json"))
+    past_time_limit = subprocess.run([sys.executable, "-m", "nnunetv2_micd.cli", "benchmark", str(protocol_file),
+                                      "-o", str(work), "--device", "cpu", "--time-limit", "0"],
+                                     capture_output=True, text=True)
     second = _benchmark(protocol_file, work)
     try:
         output, _ = second.communicate(timeout=1200)
@@ -105,7 +108,7 @@ def finished_benchmark(protocol_file, nnunet_folders, tmp_path_factory):
     return {"work": work, "output": output, "interrupted": interrupted_run, "finished_before": finished_before,
             "results_before": before, "results": load_results(str(work / "results.json")), "first_pid": first.pid,
             "status_while_running": status_while_running, "second_benchmark": second_benchmark,
-            "status_after_interruption": status_after_interruption}
+            "status_after_interruption": status_after_interruption, "past_time_limit": past_time_limit}
 
 
 def test_every_run_is_trained_predicted_and_evaluated(finished_benchmark, protocol_file):
@@ -156,6 +159,13 @@ def test_an_interrupted_benchmark_continues_where_it_stopped(finished_benchmark)
     assert re.search(r"epoch 3/3, run time left \d+:\d\d:\d\d\n", finished_benchmark["output"])  # progress shown
     log = (finished_benchmark["work"] / "runs" / finished_benchmark["interrupted"] / "train.log").read_text()
     assert log.count("Epoch 0\n") == 1  # the second attempt started from the checkpoint, not from epoch 0
+
+
+def test_a_benchmark_past_its_time_limit_starts_no_run_and_says_how_to_continue(finished_benchmark):
+    stopped = finished_benchmark["past_time_limit"]
+    assert stopped.returncode == 3, stopped.stdout + stopped.stderr
+    assert "left (the time limit was reached: the same command continues)" in stopped.stdout
+    assert "run 1/" not in stopped.stdout and "epoch" not in stopped.stdout
 
 
 def test_one_benchmark_at_a_time_and_status_tells_whether_one_is_running(finished_benchmark, protocol_file):

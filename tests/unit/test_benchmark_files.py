@@ -722,3 +722,53 @@ def test_a_lock_being_written_is_read_as_held_by_an_unknown_process(tmp_path):
         assert running_benchmark(str(tmp_path)) == {"pid": None, "run": None}
         lock.working_on("run")
         assert running_benchmark(str(tmp_path)) == {"pid": os.getpid(), "run": "run"}
+
+
+FAKE_TRAINING = """#!{python}
+import sys, time
+try:
+    for epoch in range({epochs}):
+        print(f"2026-12-04 00:00:00.000000: Epoch {{epoch}}", flush=True)
+        time.sleep({epoch_seconds})
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    sys.exit(130)
+print("finished", flush=True)
+"""
+
+
+def _train_with_a_stand_in(tmp_path, time_limit, epochs, epoch_seconds):
+    """The runner's training step with a stand-in for nnUNetv2_train that prints nnU-Net's epoch lines (the real
+    command is stopped so in the GPU benchmark; here only the runner's decisions are under test)."""
+    from nnunetv2_micd.benchmark.lock import WorkFolderLock
+    from nnunetv2_micd.benchmark.runner import BenchmarkRunner
+    bin_folder = tmp_path / "bin"
+    bin_folder.mkdir()
+    stand_in = bin_folder / "nnUNetv2_train"
+    stand_in.write_text(FAKE_TRAINING.format(python=sys.executable, epochs=epochs, epoch_seconds=epoch_seconds))
+    stand_in.chmod(0o755)
+    runner = BenchmarkRunner(_protocol_with(tmp_path, [{"trainers": ["nnUNetTrainerBudget"], "labeled": [10],
+                                                        "seeds": [0]}]), str(tmp_path / "work"), "cpu",
+                             time_limit=time_limit)
+    runner.environment["PATH"] = f"{bin_folder}{os.pathsep}{os.environ['PATH']}"
+    run = runner.protocol.runs[0]
+    os.makedirs(os.path.join(runner.raw, "Dataset004_Hippocampus"))  # the model folder is named after it
+    with WorkFolderLock(runner.work) as runner.lock:
+        seconds = runner._train(run, runner.run_environment(run), runner.model_folder(run))
+    log = (Path(runner.run_folder(run)) / "train.log").read_text()
+    return runner, seconds, log
+
+
+def test_a_time_limit_stops_the_training_at_the_start_of_an_epoch_that_would_end_after_it(tmp_path):
+    runner, seconds, log = _train_with_a_stand_in(tmp_path, time_limit=1.5, epochs=50, epoch_seconds=0.3)
+    assert runner.stopped_at_time_limit
+    assert log.rstrip().endswith("interrupted")  # stopped as Ctrl-C would, so nnU-Net keeps its last checkpoint
+    epochs_started = log.count(": Epoch ")
+    assert 3 <= epochs_started <= 6  # the epoch that would have ended after 1.5 s was stopped at its start
+    assert seconds < 3.0
+
+
+def test_without_reaching_the_time_limit_the_training_runs_to_its_end(tmp_path):
+    runner, _, log = _train_with_a_stand_in(tmp_path, time_limit=600, epochs=4, epoch_seconds=0.05)
+    assert not runner.stopped_at_time_limit
+    assert log.count(": Epoch ") == 4 and log.rstrip().endswith("finished")
