@@ -520,7 +520,7 @@ def test_paired_table_finds_a_consistent_gain_and_no_gain():
     rows = {row.split(" | ")[0][2:]: row.split(" | ") for row in paired_table(results).splitlines()[2:]}
     assert rows["nnUNetTrainerMICD"][3:5] == ["+0.0100", "10 / 0"]
     assert float(rows["nnUNetTrainerMICD"][5].rstrip(" |")) < 0.01  # ten of ten cases better
-    assert rows["nnUNetTrainerCPS"][3:6] == ["+0.0000", "0 / 0", "1 |"]
+    assert rows["nnUNetTrainerCPS"][3:7] == ["+0.0000", "0 / 0", "1", "one seed: none |"]
 
 
 def _with_student_a(run, mean_dice):
@@ -772,3 +772,17 @@ def test_without_reaching_the_time_limit_the_training_runs_to_its_end(tmp_path):
     runner, _, log = _train_with_a_stand_in(tmp_path, time_limit=600, epochs=4, epoch_seconds=0.05)
     assert not runner.stopped_at_time_limit
     assert log.count(": Epoch ") == 4 and log.rstrip().endswith("finished")
+
+
+def test_the_seed_level_interval_pairs_each_seed_with_the_baselines_and_needs_two_seeds():
+    from nnunetv2_micd.benchmark.report import seed_differences, seed_interval
+    runs = [_run("nnUNetTrainerBudget", 10, seed, 0.80) for seed in (0, 1, 2)] + \
+        [_run("nnUNetTrainerMICD", 10, seed, 0.80 + gain) for seed, gain in ((2, 0.03), (0, 0.01), (1, 0.02), (3, 0.5))]
+    groups = group_runs(_results(*runs))
+    differences = seed_differences(groups, "nnUNetTrainerMICD", 10)
+    assert differences == pytest.approx([0.01, 0.02, 0.03])  # seed 3 has no baseline to pair with
+    low, high = seed_interval(differences)
+    half = 4.302653 * 0.01 / np.sqrt(3)  # Student t, 2 degrees of freedom, 97.5 %
+    assert (low, high) == pytest.approx((0.02 - half, 0.02 + half))
+    assert low < 0 < high  # three consistent gains of 1 to 3 points still do not resolve a gain
+    assert seed_interval([0.01]) is None
