@@ -14,6 +14,17 @@ import pytest
 os.environ.setdefault("nnUNet_def_n_proc", "2")
 os.environ.setdefault("nnUNet_compile", "false")
 
+INTEGRATION_TESTS = Path(__file__).resolve().parent / "integration"
+
+
+def pytest_collection_modifyitems(items):
+    """Every test under tests/integration carries the ``integration`` marker, so ``-m "not integration"`` (or
+    ``tests/unit``) runs the fast part alone."""
+    for item in items:
+        if INTEGRATION_TESTS in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.integration)
+
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 HIPPOCAMPUS = SHARED_DATA / "Task04_Hippocampus"
 ACDC = SHARED_DATA / "ACDC_ssl4mis"

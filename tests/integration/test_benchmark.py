@@ -119,7 +119,8 @@ def test_every_run_is_trained_predicted_and_evaluated(finished_benchmark, protoc
     for run in results["runs"].values():
         assert run["num_test"] == 3 and len(run["case_mean_dice"]) == 3
         assert run["steps"] == 6 and len(run["curves"]["train_losses"]) == 3
-        assert len(run["curves"]["epoch_seconds"]) == 3 and all(s > 0 for s in run["curves"]["epoch_seconds"])
+        assert len(run["curves"]["epoch_seconds"]) == 3
+        assert sum(run["curves"]["epoch_seconds"]) <= run["train_seconds"]  # the epochs lie within the training
         expected_labeled = 6 if run["labeled"] == "all" else run["labeled"]
         assert run["num_labeled"] == expected_labeled and run["num_unlabeled"] == 6 - expected_labeled
         assert (finished_benchmark["work"] / "runs" / f"{run['trainer']}__labeled{run['labeled']}__seed0" /

@@ -26,9 +26,10 @@ def test_demo_runs_the_whole_pipeline(tmp_path, nnunet_folders):
         assert (model / "checkpoint_final.pth").is_file()
         summary = json.loads((work / "predictions" / trainer / "summary.json").read_text())
         assert len(summary["metric_per_case"]) == num_test
-        assert 0.0 <= summary["foreground_mean"]["Dice"] <= 1.0
-    table = (work / "demo_results.md").read_text()
-    assert all(f"| {trainer} |" in table for trainer in TRAINERS)
+        # the table shows what nnU-Net's evaluation of this trainer's predictions says
+        table = (work / "demo_results.md").read_text()
+        row = next(line for line in table.splitlines() if line.startswith(f"| {trainer} |"))
+        assert row.rstrip(" |").endswith(f"| {summary['foreground_mean']['Dice']:.3f}")
     assert (work / "demo_dice.png").stat().st_size > 0
     assert "done" in result.stdout
     for folder in nnunet_folders.values():  # the session's nnU-Net folders stand for the user's

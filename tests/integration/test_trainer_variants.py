@@ -294,13 +294,15 @@ def test_bench_step_reports_the_ratios(environment):
     assert interrupted_training.read_bytes() == b"the resume point of a real training"  # bench-step's own folders
     assert results["batch_size"] == 1 and results["unlabeled_batch_size"] == 1
     assert set(results["trainers"]) == {"nnUNetTrainerBudget", "nnUNetTrainerMICD", "nnUNetTrainerMeanTeacher"}
-    assert all(cost["seconds_per_step"] > 0 and cost["peak_memory_mib"] >= 0 for cost in results["trainers"].values())
+    costs = results["trainers"]
+    # two students on twice the patches, their masked copies and two teachers cost more than one network's step
+    assert costs["nnUNetTrainerMICD"]["seconds_per_step"] > costs["nnUNetTrainerBudget"]["seconds_per_step"]
     assert set(results["parts"]) == {"student A forward+backward, labeled+unlabeled",
                                      "student B forward+backward, labeled+unlabeled",
                                      "student A forward+backward, masked", "student B forward+backward, masked",
                                      "teacher A forward, unlabeled", "teacher B forward, unlabeled",
                                      "gradient clipping + optimizer step", "EMA updates"}
-    assert all(seconds > 0 for seconds in results["parts"].values()) and 0 <= results["batch_wait"] < 1
+    assert 0 <= results["batch_wait"] < 1
     lines = format_results(results)
     ratio = float(next(line for line in lines if line.startswith("step / sum-of-parts: ")).split(": ")[1])
     assert 0.5 < ratio < 3
