@@ -13,6 +13,7 @@ setup(
         "nnunetv2_micd.benchmark",
         "nnunetv2_micd.dataset",
         "nnunetv2_micd.evaluation",
+        "nnunetv2_micd.inference",
         "nnunetv2_micd.dataloading",
         "nnunetv2_micd.method",
         "nnunetv2_micd.training",

@@ -5,7 +5,7 @@ import os
 import sys
 from typing import List, Optional
 
-from nnunetv2_micd.errors import DataError, MicdError
+from nnunetv2_micd.errors import DataError, MicdError, UsageError
 from nnunetv2_micd.paths import trainer_path
 
 TIME_LIMIT_EXIT_CODE = 3  # micd benchmark --time-limit stopped before every run finished
@@ -98,6 +98,53 @@ def _cmd_evaluate(args) -> None:
     print("\n".join(format_table(result, names)))
     print()
     print("\n".join(format_literature_table(result["literature"], names)))
+
+
+def _model_folder(args) -> str:
+    """-m, or nnU-Net's results folder of -d, -tr, -p and -c (as nnUNetv2_predict finds it)."""
+    if args.m is not None:
+        return args.m
+    if args.d is None:
+        raise UsageError("give the model folder with -m, or the dataset with -d (and -c, -tr, -p as for "
+                         "nnUNetv2_predict)")
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
+    return get_output_folder(args.d, args.tr, args.p, args.c)
+
+
+def _folds(values: List[str]) -> tuple:
+    return tuple(value if value == "all" else int(value) for value in values)
+
+
+def _predict_uncertainty(args, input_folder: str, output_folder: str) -> dict:
+    import torch
+    from nnunetv2_micd.inference.predict_uncertainty import predict_with_uncertainty
+    return predict_with_uncertainty(input_folder, output_folder, _model_folder(args), _folds(args.f), args.chk,
+                                    torch.device(args.device) if args.device else None)
+
+
+def _cmd_predict_uncertainty(args) -> None:
+    record = _predict_uncertainty(args, args.i, args.o)
+    print(f"{len(record['cases'])} cases with {', '.join(record['maps'])} maps in {args.o}; per-case summary in "
+          f"{os.path.join(args.o, 'uncertainty.json')}")
+
+
+def _cmd_suggest(args) -> None:
+    from nnunetv2_micd.inference.suggest import rank_cases, write_ranking
+    input_folder = args.i
+    if input_folder is None:
+        if args.d is None:
+            raise UsageError("give the images with -i, or the dataset whose imagesUnlabeled to rank with -d")
+        from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+        from nnunetv2.paths import nnUNet_raw
+        input_folder = os.path.join(nnUNet_raw, maybe_convert_to_dataset_name(args.d), "imagesUnlabeled")
+    record = _predict_uncertainty(args, input_folder, args.o)
+    ranking = rank_cases(record["cases"], args.diversity)
+    write_ranking(ranking, args.o, {"images": os.path.abspath(input_folder), "model": record["model"],
+                                    "folds": record["folds"], "checkpoint": record["checkpoint"],
+                                    "diversity": args.diversity})
+    for entry in ranking[:args.n]:
+        print(f"{entry['rank']:4d}  {entry['case']}  score {entry['score']:.4f}")
+    print(f"ranking of {len(ranking)} cases: {os.path.join(args.o, 'ranking.csv')} (and ranking.json)")
 
 
 def _cmd_convert(benchmark_name: str):
@@ -254,6 +301,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the papers' HD95 and ASD in mm from the reference's spacing (default: in voxels, as "
                         "published)")
     p.set_defaults(func=_cmd_evaluate)
+
+    def model_options(p) -> None:
+        p.add_argument("-m", default=None, help="trained model folder (else found from -d, -c, -tr and -p)")
+        p.add_argument("-d", default=None, help="dataset id or name")
+        p.add_argument("-c", default="3d_fullres", help="configuration (default: 3d_fullres)")
+        p.add_argument("-tr", default="nnUNetTrainerMICD", help="trainer (default: nnUNetTrainerMICD)")
+        p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
+        p.add_argument("-f", nargs="+", default=["0"], help="folds (default: 0), or all")
+        p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint (default: checkpoint_final.pth)")
+        p.add_argument("-device", default=None, choices=("cpu", "cuda"), help="default: cuda when available")
+
+    p = commands.add_parser("predict-uncertainty",
+                            help="predict a folder as nnUNetv2_predict does, plus per-case uncertainty maps (the two "
+                                 "branches' disagreement, the entropy) and uncertainty.json")
+    p.add_argument("-i", required=True, help="folder of images named as nnU-Net's imagesTs")
+    p.add_argument("-o", required=True, help="output folder (a rerun predicts only the cases not yet done)")
+    model_options(p)
+    p.set_defaults(func=_cmd_predict_uncertainty)
+
+    p = commands.add_parser("suggest", help="rank unlabeled scans by how much labeling them should help: the "
+                                            "model's uncertainty on each, optionally spread over dissimilar scans")
+    p.add_argument("-i", default=None, help="folder of images (default: imagesUnlabeled of the dataset -d)")
+    p.add_argument("-o", required=True, help="output folder: predictions, maps, uncertainty.json, ranking.csv/json")
+    model_options(p)
+    p.add_argument("-n", type=int, default=10, help="how many of the ranking to print (all are written)")
+    p.add_argument("--diversity", type=float, default=0.0,
+                   help="weight of the distance to scans already picked against the score (0: by score alone)")
+    p.set_defaults(func=_cmd_suggest)
 
     p = commands.add_parser("compare", help="two evaluated predictions of the same cases, or two runs of a "
                                             "benchmark, case by case (mean difference, cases better/worse, "

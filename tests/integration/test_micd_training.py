@@ -140,3 +140,46 @@ def test_model_zip_predicts_after_installing_elsewhere(interrupted_and_resumed, 
          "-d", str(synthetic_dataset["id"]), "-c", "3d_fullres", "-f", "0", "-tr", "nnUNetTrainerMICD",
          "-p", PLANS, "-device", "cpu", "-npp", "1", "-nps", "1", "--disable_tta"], env=elsewhere)
     assert len(list(predictions.glob("*.nii.gz"))) == len(list((synthetic_dataset["raw"] / "imagesTs").iterdir()))
+
+
+def test_uncertainty_maps_come_with_nnUNets_own_prediction(interrupted_and_resumed, synthetic_dataset, tmp_path):
+    import numpy as np
+    import SimpleITK as sitk
+    environment = interrupted_and_resumed["environment"]
+    images = synthetic_dataset["raw"] / "imagesTs"
+    model = ["-d", str(synthetic_dataset["id"]), "-c", "3d_fullres", "-f", "0", "-tr", "nnUNetTrainerMICD", "-p",
+             PLANS]
+    plain, with_maps = tmp_path / "plain", tmp_path / "with_maps"
+    run(["nnUNetv2_predict", "-i", str(images), "-o", str(plain), *model, "-device", "cpu", "-npp", "1", "-nps", "1"],
+        env=environment)
+    run(["micd", "predict-uncertainty", "-i", str(images), "-o", str(with_maps), *model, "-device", "cpu"],
+        env=environment)
+    record = load_json(with_maps / "uncertainty.json")
+    cases = sorted(p.name[:-len("_0000.nii.gz")] for p in images.glob("*_0000.nii.gz"))
+    assert sorted(record["cases"]) == cases and record["maps"] == ["disagreement", "entropy"]
+    for case in cases:
+        image = sitk.ReadImage(str(images / f"{case}_0000.nii.gz"))
+        ours = sitk.GetArrayFromImage(sitk.ReadImage(str(with_maps / f"{case}.nii.gz")))
+        theirs = sitk.GetArrayFromImage(sitk.ReadImage(str(plain / f"{case}.nii.gz")))
+        # the two branches predicted apart and averaged are the ensemble nnU-Net predicts (up to half precision)
+        assert np.mean(ours == theirs) > 0.999
+        for name in record["maps"]:
+            written = sitk.ReadImage(str(with_maps / "uncertainty" / f"{case}_{name}.nii.gz"))
+            assert written.GetSize() == image.GetSize() and written.GetSpacing() == image.GetSpacing()
+            assert written.GetOrigin() == image.GetOrigin()
+            values = sitk.GetArrayFromImage(written)
+            assert values.max() <= 100 and values.max() > 0  # whole percent; the branches are not identical
+        summary = record["cases"][case]
+        labels = load_json(synthetic_dataset["raw"] / "dataset.json")["labels"]
+        assert set(summary["classes"]) == {name for name, value in labels.items() if value > 0}
+        assert summary["score"] == summary["mean_disagreement"]
+    # a rerun predicts nothing; suggest ranks the same cases from the same scores, highest first
+    before = (with_maps / "uncertainty.json").stat().st_mtime_ns
+    suggested = run(["micd", "suggest", "-i", str(images), "-o", str(with_maps), *model, "-device", "cpu", "-n", "2"],
+                    env=environment)
+    assert (with_maps / "uncertainty.json").stat().st_mtime_ns == before
+    ranking = load_json(with_maps / "ranking.json")["ranking"]
+    expected = sorted(cases, key=lambda case: (-record["cases"][case]["score"], case))
+    assert [entry["case"] for entry in ranking] == expected
+    assert f"   1  {expected[0]}  score" in suggested.stdout
+    assert (with_maps / "ranking.csv").read_text().splitlines()[1].split(",")[:2] == ["1", expected[0]]

@@ -1,0 +1,56 @@
+"""``micd suggest``: which scans to label next, ranked from the per-case scores of ``micd predict-uncertainty``.
+
+The ranking is by score (the mean uncertainty over the predicted structures and the band around them), highest
+first; ties go by case id, so a fixed model and input give the same ranking. With ``diversity`` > 0 the picks are
+spread over dissimilar scans (maximal marginal relevance): each next pick maximises its normalised score plus
+``diversity`` times its normalised distance to the nearest case already picked, the distance being between the
+cases' intensity histograms (of the normalised image), so that near-duplicates of a picked scan wait their turn.
+"""
+import csv
+from typing import Dict, List
+
+import numpy as np
+from batchgenerators.utilities.file_and_folder_operations import join, save_json
+
+from nnunetv2_micd.errors import DataError
+
+
+def _normalised(values: np.ndarray) -> np.ndarray:
+    span = values.max() - values.min()
+    return (values - values.min()) / span if span > 0 else np.zeros_like(values)
+
+
+def rank_cases(cases: Dict[str, dict], diversity: float = 0.0) -> List[dict]:
+    """Every case in suggestion order: rank, case, score, each map's mean and the histogram distance to the nearest
+    earlier pick."""
+    if not cases:
+        raise DataError("no case to rank")
+    names = sorted(cases)
+    scores = np.array([cases[name]["score"] for name in names], dtype=np.float64)
+    histograms = np.array([cases[name]["image_histogram"] for name in names], dtype=np.float64)
+    relevance = _normalised(scores)
+    picked: List[int] = []
+    nearest = np.full(len(names), np.inf)
+    ranking = []
+    while len(picked) < len(names):
+        remaining = [i for i in range(len(names)) if i not in picked]
+        if picked and diversity > 0:
+            spread = _normalised(np.where(np.isinf(nearest), 0.0, nearest))
+            value = relevance + diversity * spread
+        else:
+            value = relevance
+        best = max(remaining, key=lambda i: (value[i], -i))  # the earlier case id on ties
+        ranking.append({"rank": len(picked) + 1, "case": names[best], "score": float(scores[best]),
+                        **{key: value for key, value in cases[names[best]].items() if key.startswith("mean_")},
+                        "distance_to_earlier_picks": None if not picked else float(nearest[best])})
+        picked.append(best)
+        nearest = np.minimum(nearest, np.linalg.norm(histograms - histograms[best], axis=1))
+    return ranking
+
+
+def write_ranking(ranking: List[dict], output_folder: str, settings: dict) -> None:
+    save_json({**settings, "ranking": ranking}, join(output_folder, "ranking.json"), sort_keys=False)
+    with open(join(output_folder, "ranking.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(ranking[0]))
+        writer.writeheader()
+        writer.writerows(ranking)

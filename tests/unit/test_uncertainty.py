@@ -1,0 +1,58 @@
+"""Uncertainty maps, per-case summaries and the suggestion ranking, against hand-computed values."""
+import numpy as np
+import pytest
+
+from nnunetv2_micd.inference.suggest import rank_cases
+from nnunetv2_micd.inference.uncertainty import BAND_VOXELS, branch_disagreement, case_summary, normalised_entropy
+
+
+def test_entropy_is_zero_for_a_certain_voxel_and_one_for_a_uniform_one():
+    probabilities = np.array([[1.0, 1 / 3, 0.5], [0.0, 1 / 3, 0.5], [0.0, 1 / 3, 0.0]])  # classes x voxels
+    assert normalised_entropy(probabilities) == pytest.approx([0.0, 1.0, np.log(2) / np.log(3)], abs=1e-6)
+
+
+def test_disagreement_is_the_probability_mass_the_branches_place_apart():
+    a = np.array([[1.0, 0.5, 0.2], [0.0, 0.5, 0.8]])
+    b = np.array([[0.0, 0.5, 0.6], [1.0, 0.5, 0.4]])
+    assert branch_disagreement(a, b) == pytest.approx([1.0, 0.0, 0.4])
+
+
+def test_the_summary_measures_inside_and_around_each_structure_and_scores_the_foreground_region():
+    segmentation = np.zeros((1, 12, 12), dtype=np.uint8)
+    segmentation[0, 4:6, 4:6] = 1  # 4 voxels of class 1, nothing of class 2
+    disagreement = np.zeros(segmentation.shape, dtype=np.float32)
+    disagreement[0, 4, 4] = 1.0  # inside
+    disagreement[0, 3, 4] = 0.6  # in the band around it
+    disagreement[0, 0, 0] = 1.0  # far away: in no region
+    entropy = np.full(segmentation.shape, 0.2, dtype=np.float32)
+    summary = case_summary(segmentation, {"disagreement": disagreement, "entropy": entropy}, {"a": 1, "b": 2}, 2.0)
+    one = summary["classes"]["a"]
+    assert one["volume_voxels"] == 4 and one["volume_mm3"] == 8.0
+    assert one["disagreement_inside"] == pytest.approx(0.25)
+    assert BAND_VOXELS == 2  # a 2 x 2 square grown twice with the 4-neighbour cross: 24 voxels, 20 around it
+    assert one["disagreement_around"] == pytest.approx(0.6 / 20)
+    assert one["uncertain_voxels_disagreement"] == 2 and one["uncertain_voxels_entropy"] == 0
+    assert summary["classes"]["b"]["volume_voxels"] == 0 and summary["classes"]["b"]["disagreement_inside"] is None
+    assert summary["score_map"] == "disagreement"
+    assert summary["score"] == pytest.approx(1.6 / 24)  # the far voxel is outside the scored region
+    assert summary["mean_entropy"] == pytest.approx(0.2)
+
+
+def _case(score, histogram):
+    return {"score": score, "mean_entropy": score / 2, "image_histogram": histogram}
+
+
+def test_the_ranking_is_by_score_with_ties_broken_by_case_id():
+    cases = {"c": _case(0.2, [1, 0]), "a": _case(0.5, [1, 0]), "b": _case(0.2, [0, 1])}
+    ranking = rank_cases(cases)
+    assert [entry["case"] for entry in ranking] == ["a", "b", "c"]
+    assert [entry["rank"] for entry in ranking] == [1, 2, 3]
+    assert ranking[0]["mean_entropy"] == 0.25 and ranking[0]["distance_to_earlier_picks"] is None
+
+
+def test_diversity_lets_a_dissimilar_scan_go_before_a_near_duplicate_of_a_pick():
+    cases = {"top": _case(1.0, [1.0, 0.0]), "twin": _case(0.9, [0.99, 0.01]), "other": _case(0.5, [0.0, 1.0]),
+             "low": _case(0.0, [0.5, 0.5])}
+    assert [e["case"] for e in rank_cases(cases)][:2] == ["top", "twin"]
+    diverse = [e["case"] for e in rank_cases(cases, diversity=1.0)]
+    assert diverse[:2] == ["top", "other"] and sorted(diverse) == sorted(cases)
