@@ -147,6 +147,34 @@ def _cmd_suggest(args) -> None:
     print(f"ranking of {len(ranking)} cases: {os.path.join(args.o, 'ranking.csv')} (and ranking.json)")
 
 
+def _cmd_check_uncertainty(args) -> None:
+    from nnunetv2_micd.evaluation.uncertainty_quality import check_uncertainty
+    result = check_uncertainty(args.uncertainty, args.summary)
+    print(f"{result['cases']} cases; worst quarter by Dice: {', '.join(result['worst_quarter'])}")
+    for name, values in result["scores"].items():
+        print(f"{name:28s} Spearman rho with Dice {values['spearman_rho_with_dice']:+.3f} "
+              f"(p = {values['spearman_p']:.3g}), AUROC for the worst quarter {values['auroc_worst_quarter']:.3f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    if args.plot:
+        from nnunetv2_micd.evaluation.uncertainty_quality import plot_score_against_dice
+        plot_score_against_dice(args.uncertainty, args.summary, args.plot)
+
+
+def _cmd_show_uncertainty(args) -> None:
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2_micd.evaluation.uncertainty_quality import plot_case
+    folder = os.path.dirname(os.path.abspath(args.uncertainty))
+    record = load_json(args.uncertainty)
+    ending = load_json(os.path.join(folder, "dataset.json"))["file_ending"]
+    if args.case not in record["cases"]:
+        raise DataError(f"case {args.case!r} is not in {args.uncertainty}")
+    plot_case(os.path.join(args.images, f"{args.case}_0000{ending}"), os.path.join(folder, args.case + ending),
+              {name: os.path.join(folder, "uncertainty", f"{args.case}_{name}{ending}") for name in record["maps"]},
+              args.o)
+
+
 def _cmd_convert(benchmark_name: str):
     def command(args) -> None:
         from nnunetv2_micd.dataset import dhc_benchmarks
@@ -329,6 +357,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--diversity", type=float, default=0.0,
                    help="weight of the distance to scans already picked against the score (0: by score alone)")
     p.set_defaults(func=_cmd_suggest)
+
+    p = commands.add_parser("check-uncertainty",
+                            help="on labeled held-out cases: how well the uncertainty scores find the bad predictions "
+                                 "(rank correlation with Dice, AUROC for the worst quarter, against predicted volume)")
+    p.add_argument("uncertainty", help="uncertainty.json of micd predict-uncertainty")
+    p.add_argument("summary", help="summary.json of nnUNetv2_evaluate_folder on the same predictions")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    p.add_argument("--plot", default=None, help="also draw each case's score against its Dice into this PNG file")
+    p.set_defaults(func=_cmd_check_uncertainty)
+
+    p = commands.add_parser("show-uncertainty", help="one case's slice with the most predicted foreground: image "
+                                                     "and segmentation beside each uncertainty map, as a PNG")
+    p.add_argument("uncertainty", help="uncertainty.json of micd predict-uncertainty (maps and segmentations beside it)")
+    p.add_argument("case", help="case id")
+    p.add_argument("-images", required=True, help="folder of the images that were predicted (first channel shown)")
+    p.add_argument("-o", required=True, help="PNG file")
+    p.set_defaults(func=_cmd_show_uncertainty)
 
     p = commands.add_parser("compare", help="two evaluated predictions of the same cases, or two runs of a "
                                             "benchmark, case by case (mean difference, cases better/worse, "

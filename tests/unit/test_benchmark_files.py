@@ -410,6 +410,8 @@ def test_a_changed_configuration_of_a_tag_is_refused_on_resume(tmp_path):
     recorded = _protocol_with(tmp_path, [{**group, "method_config": {"lambda_max": 0.3}}])
     runner = _runner(tmp_path, [{**group, "method_config": {"lambda_max": 0.5}}])
     runner.results = empty_results(recorded.values, LABELS)
+    runner._refuse_other_protocol(recorded.values)  # no run of tag 'a' has finished: its settings may still change
+    runner.results = _results({**_run("nnUNetTrainerMICD"), "method": "nnUNetTrainerMICD__a"})
     with pytest.raises(ProtocolError, match="method_config of tag 'a'"):
         runner._refuse_other_protocol(recorded.values)
     runner.protocol = _protocol_with(tmp_path, [{**group, "method_config": {"lambda_max": 0.3}},

@@ -56,3 +56,15 @@ def test_diversity_lets_a_dissimilar_scan_go_before_a_near_duplicate_of_a_pick()
     assert [e["case"] for e in rank_cases(cases)][:2] == ["top", "twin"]
     diverse = [e["case"] for e in rank_cases(cases, diversity=1.0)]
     assert diverse[:2] == ["top", "other"] and sorted(diverse) == sorted(cases)
+
+
+def test_auroc_counts_ties_half_and_the_check_finds_a_score_that_tracks_dice():
+    from nnunetv2_micd.evaluation.uncertainty_quality import auroc, score_quality
+    assert auroc(np.array([3.0, 1.0, 2.0, 2.0]), np.array([True, False, True, False])) == pytest.approx(0.875)
+    dice = {f"c{i}": 0.9 - 0.1 * i for i in range(8)}  # c7 and c6 are the worst quarter
+    cases = {f"c{i}": {"score": 0.1 * i, "foreground_voxels": 100, "mean_entropy": 0.5} for i in range(8)}
+    result = score_quality(cases, dice)
+    assert sorted(result["worst_quarter"]) == ["c6", "c7"]
+    assert result["scores"]["score"]["spearman_rho_with_dice"] == pytest.approx(-1.0)
+    assert result["scores"]["score"]["auroc_worst_quarter"] == 1.0
+    assert result["scores"]["negative predicted volume"]["auroc_worst_quarter"] == 0.5  # all equal: chance
