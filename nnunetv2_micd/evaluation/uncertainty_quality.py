@@ -65,7 +65,7 @@ def plot_score_against_dice(uncertainty_file: str, summary_file: str, filename: 
         ax.scatter([cases[n]["score"] for n in chosen], [case_dice[n] for n in chosen], label=label,
                    marker="x" if marked else "o")
     score = result["scores"]["score"]
-    ax.set_xlabel(f"case score (mean {cases[names[0]]['score_map']} over the predicted structures and their band)")
+    ax.set_xlabel(f"case score: mean {cases[names[0]]['score_map']}, structures and band")
     ax.set_ylabel("case Dice (mean over classes)")
     ax.set_title(f"Spearman ρ {score['spearman_rho_with_dice']:+.2f}, AUROC {score['auroc_worst_quarter']:.2f}",
                  fontsize=10)
