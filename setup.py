@@ -11,7 +11,9 @@ setup(
     packages=[
         "nnunetv2_micd",
         "nnunetv2_micd.benchmark",
-        "nnunetv2_micd.dataset",
+        "nnunetv2_micd.dataset_conversion",
+        "nnunetv2_micd.experiment_planning",
+        "nnunetv2_micd.preprocessing",
         "nnunetv2_micd.evaluation",
         "nnunetv2_micd.inference",
         "nnunetv2_micd.dataloading",
@@ -23,7 +25,7 @@ setup(
     # so `micd trainer-path` finds it after `pip install .` as well as `pip install -e .`.
     package_dir={"nnunetv2_micd.trainers": "trainers"},
     package_data={"nnunetv2_micd.benchmark": ["protocols/*.json"],
-                  "nnunetv2_micd.dataset": ["dhc_splits/*/*.txt", "dhc_splits/README.md"]},
+                  "nnunetv2_micd.dataset_conversion": ["dhc_splits/*/*.txt", "dhc_splits/README.md"]},
     install_requires=[
         "nnunetv2>=2.8.1,<2.9",
         "torch>=2.1,<=2.14.1",

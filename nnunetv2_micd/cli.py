@@ -16,12 +16,12 @@ def _cmd_trainer_path(args) -> None:
 
 
 def _cmd_make_ssl_dataset(args) -> None:
-    from nnunetv2_micd.dataset.ssl_split import make_ssl_dataset
+    from nnunetv2_micd.dataset_conversion.ssl_split import make_ssl_dataset
     make_ssl_dataset(args.d, args.o, args.labeled, args.test, args.seed, args.overwrite, args.labeled_cases)
 
 
 def _cmd_check_dataset(args) -> None:
-    from nnunetv2_micd.dataset.check import check_dataset, format_check
+    from nnunetv2_micd.preprocessing.check import check_dataset, format_check
     check = check_dataset(args.d, args.np)
     print("\n".join(format_check(check)))
     if check.problems:
@@ -29,19 +29,19 @@ def _cmd_check_dataset(args) -> None:
 
 
 def _cmd_preprocess_unlabeled(args) -> None:
-    from nnunetv2_micd.dataset.preprocess_unlabeled import preprocess_unlabeled
+    from nnunetv2_micd.preprocessing.preprocess_unlabeled import preprocess_unlabeled
     preprocess_unlabeled(args.d, args.c, args.p, args.np)
 
 
 def _cmd_tiny_plans(args) -> None:
-    from nnunetv2_micd.tiny_plans import write_tiny_plans
+    from nnunetv2_micd.experiment_planning.tiny_plans import write_tiny_plans
     features = [int(f) for f in args.features.split(",")]
     patch_size = [int(size) for size in args.patch_size.split(",")] if args.patch_size else None
     print(write_tiny_plans(args.d, args.p, args.o, features, args.batch_size, patch_size))
 
 
 def _cmd_export_plain(args) -> None:
-    from nnunetv2_micd.export import export_plain
+    from nnunetv2_micd.inference.export import export_plain
     print(export_plain(args.i, args.o, args.f))
 
 
@@ -51,7 +51,7 @@ def _cmd_demo(args) -> None:
 
 
 def _cmd_bench_step(args) -> None:
-    from nnunetv2_micd.bench_step import BenchSettings, bench_step, format_results
+    from nnunetv2_micd.benchmark.bench_step import BenchSettings, bench_step, format_results
     os.environ.setdefault("nnUNet_extTrainer", trainer_path())
     settings = BenchSettings(args.d, args.c, args.p, args.batch_size, args.steps, args.warmup, args.f)
     results = bench_step(settings, args.tr, args.compare)
@@ -177,19 +177,19 @@ def _cmd_show_uncertainty(args) -> None:
 
 def _cmd_convert(benchmark_name: str):
     def command(args) -> None:
-        from nnunetv2_micd.dataset import dhc_benchmarks
+        from nnunetv2_micd.dataset_conversion import dhc_benchmarks
         benchmark = getattr(dhc_benchmarks, benchmark_name)
         dhc_benchmarks.convert(benchmark, args.source, args.labeled, args.o, getattr(args, "ct_only", False))
     return command
 
 
 def _cmd_convert_acdc(args) -> None:
-    from nnunetv2_micd.dataset.acdc import convert_acdc
+    from nnunetv2_micd.dataset_conversion.acdc import convert_acdc
     convert_acdc(args.source, args.o, args.lists, args.overwrite)
 
 
 def _cmd_dhc_splits(args) -> None:
-    from nnunetv2_micd.dataset.dhc_benchmarks import write_dhc_splits_final
+    from nnunetv2_micd.dataset_conversion.dhc_benchmarks import write_dhc_splits_final
     print(write_dhc_splits_final(args.d))
 
 

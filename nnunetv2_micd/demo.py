@@ -12,7 +12,7 @@ import torch
 from batchgenerators.utilities.file_and_folder_operations import join, load_json, maybe_mkdir_p
 
 from nnunetv2_micd.commands import micd_command, prediction_workers, run_command
-from nnunetv2_micd.dataset.synthetic import LABELS, SyntheticSpec, write_synthetic_dataset
+from nnunetv2_micd.dataset_conversion.synthetic import LABELS, SyntheticSpec, write_synthetic_dataset
 from nnunetv2_micd.paths import trainer_path
 from nnunetv2_micd.plotting import grouped_bars
 from nnunetv2_micd.tables import markdown_table

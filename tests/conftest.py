@@ -72,7 +72,7 @@ def nnunet_folders(tmp_path_factory):
 @pytest.fixture(scope="session")
 def synthetic_dataset(nnunet_folders):
     """A synthetic dataset, planned and preprocessed (labeled and unlabeled), with tiny plans."""
-    from nnunetv2_micd.dataset.synthetic import SyntheticSpec, write_synthetic_dataset
+    from nnunetv2_micd.dataset_conversion.synthetic import SyntheticSpec, write_synthetic_dataset
     raw = nnunet_folders["nnUNet_raw"] / SYNTHETIC_NAME
     write_synthetic_dataset(str(raw), SyntheticSpec(num_labeled=6, num_unlabeled=6, num_test=3, shape=(40, 40, 40)))
     run(["nnUNetv2_plan_and_preprocess", "-d", str(SYNTHETIC_ID), "-c", "3d_fullres", "2d", "-np", "2"])

@@ -18,7 +18,7 @@ from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
-from nnunetv2_micd.dataset.preprocess_unlabeled import RECORD_FILE
+from nnunetv2_micd.preprocessing.preprocess_unlabeled import RECORD_FILE
 from nnunetv2_micd.errors import DataError, MissingInputError, UsageError
 
 

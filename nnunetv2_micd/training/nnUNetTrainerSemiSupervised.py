@@ -20,7 +20,7 @@ from torch._dynamo import OptimizedModule
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nnunetv2_micd.dataloading.unlabeled_loader import UnlabeledDataLoader, make_augmenter, nnUNetDatasetUnlabeled
-from nnunetv2_micd.dataset.preprocess_unlabeled import RECORD_FILE, preprocessing_signature, unlabeled_data_folder
+from nnunetv2_micd.preprocessing.preprocess_unlabeled import RECORD_FILE, preprocessing_signature, unlabeled_data_folder
 from nnunetv2_micd.errors import MissingInputError
 from nnunetv2_micd.method.config import ConfigError, SemiSupervisedConfig
 from nnunetv2_micd.method.ema import ema_update_

@@ -13,7 +13,7 @@ import pytest
 from nnunetv2_micd.benchmark.protocol import load_protocol
 from nnunetv2_micd.benchmark.results import load_results, schema_problems
 from nnunetv2_micd.benchmark.runner import BenchmarkRunner
-from nnunetv2_micd.dataset.synthetic import SyntheticSpec, write_synthetic_dataset
+from nnunetv2_micd.dataset_conversion.synthetic import SyntheticSpec, write_synthetic_dataset
 from tests.conftest import micd
 
 TRAINERS = ["nnUNetTrainerBudget", "nnUNetTrainerMICD", "nnUNetTrainerMeanTeacher", "nnUNetTrainerCPS"]

@@ -7,7 +7,7 @@ written, and that the user's own nnU-Net folders are left alone.
 import json
 import os
 
-from nnunetv2_micd.dataset.synthetic import SyntheticSpec
+from nnunetv2_micd.dataset_conversion.synthetic import SyntheticSpec
 from nnunetv2_micd.demo import DATASET_NAME, PLANS, TRAINERS
 from tests.conftest import micd
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunetv2_micd.dataset.dhc_benchmarks import AMOS, SYNAPSE, dhc_split
+from nnunetv2_micd.dataset_conversion.dhc_benchmarks import AMOS, SYNAPSE, dhc_split
 from tests.conftest import micd, run
 
 

@@ -285,7 +285,7 @@ def test_unsupported_nnunet_modes_are_refused(environment, mode):
 
 
 def test_bench_step_reports_the_ratios(environment):
-    from nnunetv2_micd.bench_step import BenchSettings, bench_step, format_results
+    from nnunetv2_micd.benchmark.bench_step import BenchSettings, bench_step, format_results
     settings = BenchSettings(str(environment["id"]), "3d_fullres", PLANS, batch_size=1, steps=1, warmup=1)
     interrupted_training = Path(_trainer(environment, "nnUNetTrainerMICD").output_folder) / "checkpoint_latest.pth"
     interrupted_training.parent.mkdir(parents=True, exist_ok=True)
@@ -311,7 +311,7 @@ def test_bench_step_reports_the_ratios(environment):
 
 
 def test_bench_step_analyses_only_micd_trainers(environment):
-    from nnunetv2_micd.bench_step import BenchSettings, measure_trainer
+    from nnunetv2_micd.benchmark.bench_step import BenchSettings, measure_trainer
     settings = BenchSettings(str(environment["id"]), "3d_fullres", PLANS, batch_size=1, steps=1, warmup=1)
     with pytest.raises(ValueError, match="measure nnUNetTrainerMeanTeacher with --compare"):
         measure_trainer("nnUNetTrainerMeanTeacher", settings, analyse=True)

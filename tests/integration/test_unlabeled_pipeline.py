@@ -12,7 +12,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunetv2_micd.dataloading.unlabeled_loader import UnlabeledDataLoader, make_augmenter, nnUNetDatasetUnlabeled
-from nnunetv2_micd.dataset.preprocess_unlabeled import RECORD_FILE, _starred_preprocess_case, preprocess_unlabeled
+from nnunetv2_micd.preprocessing.preprocess_unlabeled import RECORD_FILE, _starred_preprocess_case, preprocess_unlabeled
 from nnunetv2_micd.errors import DataError, MissingInputError
 from tests.conftest import micd
 

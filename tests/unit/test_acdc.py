@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunetv2_micd.dataset import acdc
-from nnunetv2_micd.dataset.acdc import convert_acdc, literature_labeled_cases
+from nnunetv2_micd.dataset_conversion import acdc
+from nnunetv2_micd.dataset_conversion.acdc import convert_acdc, literature_labeled_cases
 from nnunetv2_micd.errors import DataError, ExistingOutputError, MissingInputError
 
 SHAPE = (3, 8, 10)  # slices x H x W

@@ -3,7 +3,7 @@ from types import SimpleNamespace
 
 import torch
 
-from nnunetv2_micd.bench_step import method_parts
+from nnunetv2_micd.benchmark.bench_step import method_parts
 from nnunetv2_micd.method.config import MICDConfig
 from nnunetv2_micd.method.masking import default_block_size, random_block_mask
 

@@ -7,8 +7,8 @@ import pytest
 import SimpleITK as sitk
 
 from nnunetv2_micd import cli
-from nnunetv2_micd.dataset.check import check_raw_dataset
-from nnunetv2_micd.dataset.synthetic import SyntheticSpec, write_synthetic_dataset
+from nnunetv2_micd.preprocessing.check import check_raw_dataset
+from nnunetv2_micd.dataset_conversion.synthetic import SyntheticSpec, write_synthetic_dataset
 from nnunetv2_micd.errors import DataError
 
 NAME = "Dataset950_Check"

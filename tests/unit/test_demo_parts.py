@@ -1,7 +1,7 @@
 import numpy as np
 import SimpleITK as sitk
 
-from nnunetv2_micd.dataset.synthetic import LABELS, SyntheticSpec, synthetic_case, write_synthetic_dataset
+from nnunetv2_micd.dataset_conversion.synthetic import LABELS, SyntheticSpec, synthetic_case, write_synthetic_dataset
 from nnunetv2_micd.demo import DATASET_NAME, Demo, DemoSettings, dice_table, plot_dice
 
 

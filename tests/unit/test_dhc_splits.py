@@ -1,7 +1,7 @@
 """DHC's published split lists, as shipped: counts, no overlaps, no test leakage."""
 import pytest
 
-from nnunetv2_micd.dataset.dhc_benchmarks import AMOS, SYNAPSE, dhc_split
+from nnunetv2_micd.dataset_conversion.dhc_benchmarks import AMOS, SYNAPSE, dhc_split
 
 
 @pytest.mark.parametrize("benchmark, labeled, counts", [

@@ -10,7 +10,7 @@ from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_j
 from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 
 import nnunetv2_micd
-from nnunetv2_micd.dataset.ssl_split import make_ssl_dataset, parse_count, plan_ssl_split, resolve_target_name
+from nnunetv2_micd.dataset_conversion.ssl_split import make_ssl_dataset, parse_count, plan_ssl_split, resolve_target_name
 
 SOURCE = 'Dataset004_Hippocampus'
 NUM_CASES = 12

@@ -1,6 +1,6 @@
 import pytest
 
-from nnunetv2_micd.tiny_plans import make_tiny_plans, shrink_architecture
+from nnunetv2_micd.experiment_planning.tiny_plans import make_tiny_plans, shrink_architecture
 
 ARCH = {"n_stages": 5, "features_per_stage": [32, 64, 128, 256, 320], "kernel_sizes": [[3, 3, 3]] * 5,
         "strides": [[1, 1, 1]] + [[2, 2, 2]] * 4, "n_conv_per_stage": [2] * 5, "n_conv_per_stage_decoder": [2] * 4}

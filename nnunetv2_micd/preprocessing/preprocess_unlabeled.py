@@ -24,7 +24,7 @@ from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_datas
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from tqdm import tqdm
 
-from nnunetv2_micd.dataset.check import SPLIT_FOLDERS, check_raw_dataset, format_check
+from nnunetv2_micd.preprocessing.check import SPLIT_FOLDERS, check_raw_dataset, format_check
 from nnunetv2_micd.errors import DataError, MissingInputError, UsageError
 
 RECORD_FILE = "micd_unlabeled.json"

@@ -33,7 +33,7 @@ from batchgenerators.utilities.file_and_folder_operations import isdir, isfile, 
 from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 from tqdm import tqdm
 
-from nnunetv2_micd.dataset.ssl_split import raw_root, refuse_taken_id, staged_dataset_folder
+from nnunetv2_micd.dataset_conversion.ssl_split import raw_root, refuse_taken_id, staged_dataset_folder
 from nnunetv2_micd.errors import DataError, ExistingOutputError, MissingInputError
 
 LABELS = {"background": 0, "RV": 1, "Myo": 2, "LV": 3}

@@ -83,5 +83,5 @@ def write_synthetic_dataset(raw_dataset_folder: str, spec: SyntheticSpec = Synth
     generate_dataset_json(raw_dataset_folder, {0: "MRI"}, LABELS, spec.num_labeled, ".nii.gz",
                           dataset_name=os.path.basename(raw_dataset_folder),
                           description="Synthetic structures of three sizes in noisy tissue (nnunetv2-micd)",
-                          license="CC0", converted_by="nnunetv2_micd.dataset.synthetic")
+                          license="CC0", converted_by="nnunetv2_micd.dataset_conversion.synthetic")
     return raw_dataset_folder

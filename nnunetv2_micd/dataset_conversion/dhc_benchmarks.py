@@ -27,7 +27,7 @@ from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_j
 from nnunetv2.paths import nnUNet_preprocessed
 from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
-from nnunetv2_micd.dataset.ssl_split import raw_root, refuse_taken_id, staged_dataset_folder
+from nnunetv2_micd.dataset_conversion.ssl_split import raw_root, refuse_taken_id, staged_dataset_folder
 from nnunetv2_micd.errors import DataError, ExistingOutputError, MissingInputError, UsageError
 
 SPLITS_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dhc_splits")
