@@ -12,14 +12,13 @@ from typing import Sequence
 
 from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
-from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json
 from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
-from nnunetv2_micd.preprocessing.preprocess_unlabeled import RECORD_FILE
-from nnunetv2_micd.errors import DataError, MissingInputError, UsageError
+from nnunetv2_micd.errors import DataError, UsageError
+from nnunetv2_micd.preprocessing.unlabeled_store import UnlabeledStore
 
 
 class nnUNetDatasetUnlabeled(nnUNetDatasetBlosc2):
@@ -29,13 +28,7 @@ class nnUNetDatasetUnlabeled(nnUNetDatasetBlosc2):
     """
 
     def __init__(self, folder: str):
-        record_file = join(folder, RECORD_FILE)
-        if not isfile(record_file):
-            raise MissingInputError(f"No preprocessed unlabeled data in {folder}. Run micd preprocess-unlabeled.")
-        identifiers = list(load_json(record_file)["cases"])
-        if len(identifiers) == 0:
-            raise MissingInputError(f"{folder} holds no preprocessed cases. Run micd preprocess-unlabeled.")
-        super().__init__(folder, identifiers)
+        super().__init__(folder, UnlabeledStore(folder).recorded_cases())
 
     def load_case(self, identifier):
         data, seg, seg_prev, properties = super().load_case(identifier)

@@ -12,7 +12,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
-from batchgenerators.utilities.file_and_folder_operations import join, load_json
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast, nn
@@ -20,7 +19,7 @@ from torch._dynamo import OptimizedModule
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nnunetv2_micd.dataloading.unlabeled_loader import UnlabeledDataLoader, make_augmenter, nnUNetDatasetUnlabeled
-from nnunetv2_micd.preprocessing.preprocess_unlabeled import RECORD_FILE, preprocessing_signature, unlabeled_data_folder
+from nnunetv2_micd.preprocessing.unlabeled_store import UnlabeledStore, preprocessing_signature
 from nnunetv2_micd.errors import MissingInputError
 from nnunetv2_micd.method.config import ConfigError, SemiSupervisedConfig
 from nnunetv2_micd.method.ema import ema_update_
@@ -111,12 +110,13 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainerBudget):
         self.print_to_log_file(f"{self.config_class.__name__}:", self.method_config.to_dict(), add_timestamp=False)
 
     @property
-    def unlabeled_folder(self) -> str:
-        return unlabeled_data_folder(self.preprocessed_dataset_folder_base, self.configuration_manager.data_identifier)
+    def unlabeled_store(self) -> UnlabeledStore:
+        return UnlabeledStore.of(self.preprocessed_dataset_folder_base, self.configuration_manager.data_identifier)
 
     def _check_unlabeled_data(self) -> None:
         """The unlabeled data must exist and come from these plans' preprocessing settings."""
-        folder = self.unlabeled_folder
+        store = self.unlabeled_store
+        folder = store.folder
         dataset = self.plans_manager.dataset_name
         command = (f"micd preprocess-unlabeled -d {dataset} -c {self.configuration_name} "
                    f"-p {self.plans_manager.plans_name}")
@@ -125,8 +125,7 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainerBudget):
         except FileNotFoundError as e:
             raise MissingInputError(f"{e} For this training: put the unlabeled images in nnUNet_raw/{dataset}/"
                                     f"imagesUnlabeled and run {command}") from None
-        made_with = load_json(join(folder, RECORD_FILE))["preprocessing_signature"]
-        if made_with != preprocessing_signature(self.plans_manager, self.configuration_name, self.dataset_json):
+        if store.made_with() != preprocessing_signature(self.plans_manager, self.configuration_name, self.dataset_json):
             raise ConfigError(f"the unlabeled data in {folder} was preprocessed with other plans settings than "
                               f"{self.plans_manager.plans_name} ({self.configuration_name}); run {command}")
 
@@ -144,7 +143,7 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainerBudget):
                                                   use_mask_for_norm=self.configuration_manager.use_mask_for_norm,
                                                   foreground_labels=self.label_manager.foreground_labels)
         batch_size = self.method_config.unlabeled_batch_size or self.batch_size
-        loader = UnlabeledDataLoader(nnUNetDatasetUnlabeled(self.unlabeled_folder), batch_size, initial_patch_size,
+        loader = UnlabeledDataLoader(nnUNetDatasetUnlabeled(self.unlabeled_store.folder), batch_size, initial_patch_size,
                                      patch_size, self.label_manager, transforms)
         augmenter = make_augmenter(loader, get_allowed_n_proc_DA(), pin_memory=self.device.type == "cuda")
         next(augmenter)

@@ -12,7 +12,8 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunetv2_micd.dataloading.unlabeled_loader import UnlabeledDataLoader, make_augmenter, nnUNetDatasetUnlabeled
-from nnunetv2_micd.preprocessing.preprocess_unlabeled import RECORD_FILE, _starred_preprocess_case, preprocess_unlabeled
+from nnunetv2_micd.preprocessing.preprocess_unlabeled import _starred_preprocess_case, preprocess_unlabeled
+from nnunetv2_micd.preprocessing.unlabeled_store import RECORD_FILE, UnlabeledStore
 from nnunetv2_micd.errors import DataError, MissingInputError
 from tests.conftest import micd
 
@@ -159,7 +160,7 @@ def test_a_bad_scan_is_refused_naming_its_case_before_anything_is_written(unlabe
 
 def test_a_failure_inside_a_preprocessing_worker_names_its_case(unlabeled, tmp_path):
     plans = unlabeled["plans"]
-    arguments = ("synth_042", [str(tmp_path / "gone_0000.nii.gz")], str(tmp_path), plans,
+    arguments = ("synth_042", [str(tmp_path / "gone_0000.nii.gz")], UnlabeledStore(str(tmp_path)), plans,
                  plans.get_configuration("3d_fullres"), unlabeled["dataset_json"])
     with pytest.raises(RuntimeError, match=r"preprocessing unlabeled case 'synth_042' \(.*gone_0000.nii.gz\) failed"):
         _starred_preprocess_case(arguments)
