@@ -13,6 +13,7 @@ from batchgenerators.utilities.file_and_folder_operations import join, load_json
 
 from nnunetv2_micd.commands import micd_command, prediction_workers, run_command
 from nnunetv2_micd.dataset_conversion.synthetic import LABELS, SyntheticSpec, write_synthetic_dataset
+from nnunetv2_micd.method.config import TrainingBudget
 from nnunetv2_micd.paths import trainer_path
 from nnunetv2_micd.plotting import grouped_bars
 from nnunetv2_micd.tables import markdown_table
@@ -42,11 +43,11 @@ class Demo:
         self.folders = {key: join(self.root, key) for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
         self.predictions = join(self.root, "predictions")
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        budget = TrainingBudget(num_epochs=settings.epochs, iterations_per_epoch=settings.iterations_per_epoch,
+                                val_iterations=5, seed=settings.seed,
+                                final_validation=False)  # the test volumes are predicted instead
         self.environment = {**os.environ, **self.folders, "nnUNet_extTrainer": trainer_path(),
-                            "MICD_NUM_EPOCHS": str(settings.epochs),
-                            "MICD_ITERS_PER_EPOCH": str(settings.iterations_per_epoch),
-                            "MICD_VAL_ITERS": "5", "MICD_SEED": str(settings.seed),
-                            "MICD_FINAL_VALIDATION": "0"}  # the test volumes are predicted instead
+                            **budget.to_environment()}
         self.environment.setdefault("nnUNet_def_n_proc", "2")
         self.environment.pop("MICD_CONFIG", None)  # the demo shows the defaults
 

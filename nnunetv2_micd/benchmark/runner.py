@@ -38,6 +38,7 @@ from nnunetv2_micd.benchmark.protocol import ALL_LABELED, Protocol, ProtocolErro
 from nnunetv2_micd.benchmark.results import CURVE_KEYS, dice_from_summary, empty_results, load_results, save_results
 from nnunetv2_micd.commands import micd_command, prediction_workers, run_command
 from nnunetv2_micd.errors import MissingInputError
+from nnunetv2_micd.method.config import TrainingBudget
 from nnunetv2_micd.paths import trainer_path
 from nnunetv2_micd.training.nnUNetTrainerBudget import EFFECTIVE_CONFIG_FILE
 
@@ -79,7 +80,7 @@ class BenchmarkRunner:
                             "nnUNet_results": join(self.work, "unused_results"),
                             "nnUNet_extTrainer": trainer_path()}
         self.environment.setdefault("nnUNet_def_n_proc", str(os.cpu_count() or 1))
-        for variable in ("MICD_CONFIG", "MICD_SEED", "MICD_SAVE_EVERY"):
+        for variable in ("MICD_CONFIG", *TrainingBudget.ENVIRONMENT.values()):
             self.environment.pop(variable, None)  # the protocol alone decides
         self.results_file = join(self.work, RESULTS_FILE)
         self.results: Optional[dict] = None
@@ -292,11 +293,12 @@ class BenchmarkRunner:
 
     def run_environment(self, run: RunSpec) -> Dict[str, str]:
         budget = self.protocol.run_budget(run)
+        training_budget = TrainingBudget(num_epochs=budget["num_epochs"],
+                                         iterations_per_epoch=budget["iterations_per_epoch"],
+                                         val_iterations=budget["val_iterations"], seed=run.seed,
+                                         final_validation=False)  # fold 'all' would validate on its training cases
         environment = {**self.environment, "nnUNet_results": join(self.run_folder(run), "nnUNet_results"),
-                       "MICD_NUM_EPOCHS": str(budget["num_epochs"]),
-                       "MICD_ITERS_PER_EPOCH": str(budget["iterations_per_epoch"]),
-                       "MICD_VAL_ITERS": str(budget["val_iterations"]), "MICD_SEED": str(run.seed),
-                       "MICD_FINAL_VALIDATION": "0"}  # fold 'all' would validate on its training cases
+                       **training_budget.to_environment()}
         config = self.protocol.method_config(run)
         if config:
             config_file = join(self.run_folder(run), "method_config.json")
@@ -330,7 +332,8 @@ class BenchmarkRunner:
         output = join(self.work, "cost.json")
         self.micd("bench-step", "-d", self.protocol.dataset_id(labeled), "-c", self.protocol.configuration, "-p",
                   self.protocol.plans_name, "--steps", self.protocol.cost_steps, "--compare", *trainers, "--json",
-                  output, environment={**self.environment, "MICD_SEED": "0"}, log_file=join(self.work, "cost.log"))
+                  output, environment={**self.environment, TrainingBudget.ENVIRONMENT["seed"]: "0"},
+                  log_file=join(self.work, "cost.log"))
         measured = load_json(output)
         self.results["cost"] = {"device": measured["device"], "steps": self.protocol.cost_steps,
                                 "trainers": {name: measured["trainers"][name] for name in trainers}}

@@ -10,7 +10,7 @@
 import json
 import os
 from dataclasses import asdict, dataclass, fields
-from typing import List, Optional, Sequence, Tuple
+from typing import ClassVar, Dict, List, Optional, Sequence, Tuple
 
 from nnunetv2_micd.errors import MicdError
 
@@ -197,18 +197,29 @@ class TrainingBudget:
     #: nnU-Net's validation after training; runs that predict a held-out split instead can leave it out (on fold
     #: 'all' it validates on the training cases)
     final_validation: bool = True
+    #: each field's environment variable: the one place the budget's contract with nnUNetv2_train is spelled out
+    ENVIRONMENT: ClassVar[Dict[str, str]] = {
+        "num_epochs": "MICD_NUM_EPOCHS", "iterations_per_epoch": "MICD_ITERS_PER_EPOCH",
+        "val_iterations": "MICD_VAL_ITERS", "save_every": "MICD_SAVE_EVERY", "seed": "MICD_SEED",
+        "final_validation": "MICD_FINAL_VALIDATION"}
 
     @classmethod
     def from_environment(cls) -> "TrainingBudget":
-        default = cls()
+        """What the trainers read."""
+        default, variable = cls(), cls.ENVIRONMENT
         return cls(
-            num_epochs=_int_from_environment("MICD_NUM_EPOCHS", default.num_epochs),
-            iterations_per_epoch=_int_from_environment("MICD_ITERS_PER_EPOCH", default.iterations_per_epoch),
-            val_iterations=_int_from_environment("MICD_VAL_ITERS", default.val_iterations),
-            save_every=_int_from_environment("MICD_SAVE_EVERY", default.save_every),
-            seed=_int_from_environment("MICD_SEED", None, minimum=0),
-            final_validation=_flag_from_environment("MICD_FINAL_VALIDATION", default.final_validation),
+            num_epochs=_int_from_environment(variable["num_epochs"], default.num_epochs),
+            iterations_per_epoch=_int_from_environment(variable["iterations_per_epoch"], default.iterations_per_epoch),
+            val_iterations=_int_from_environment(variable["val_iterations"], default.val_iterations),
+            save_every=_int_from_environment(variable["save_every"], default.save_every),
+            seed=_int_from_environment(variable["seed"], None, minimum=0),
+            final_validation=_flag_from_environment(variable["final_validation"], default.final_validation),
         )
+
+    def to_environment(self) -> Dict[str, str]:
+        """What a program that starts nnUNetv2_train (the demo, the benchmark) sets for this budget."""
+        values = {name: getattr(self, name) for name in self.ENVIRONMENT}
+        return {self.ENVIRONMENT[name]: str(int(value)) for name, value in values.items() if value is not None}
 
     @property
     def total_steps(self) -> int:

@@ -68,3 +68,12 @@ def test_budget_from_environment(monkeypatch):
     monkeypatch.setenv("MICD_VAL_ITERS", "many")
     with pytest.raises(ConfigError, match="MICD_VAL_ITERS must be an integer"):
         TrainingBudget.from_environment()
+
+
+def test_a_budget_written_to_the_environment_is_the_budget_the_trainers_read(monkeypatch):
+    budget = TrainingBudget(num_epochs=7, iterations_per_epoch=3, val_iterations=2, save_every=4, seed=5,
+                            final_validation=False)
+    for variable, value in budget.to_environment().items():
+        monkeypatch.setenv(variable, value)
+    assert TrainingBudget.from_environment() == budget
+    assert "MICD_SEED" not in TrainingBudget().to_environment()  # no seed: nnU-Net's own randomness
