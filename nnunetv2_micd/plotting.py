@@ -15,8 +15,10 @@ def save_figure(fig, filename: str) -> None:
 
 
 def grouped_bars(filename: str, groups: Sequence[str], series: Dict[str, List[float]],
-                 errors: Optional[Dict[str, List[float]]] = None, ylabel: str = "test Dice") -> None:
-    """One bar per series in every group (e.g. one per class for every method), with optional error bars."""
+                 errors: Optional[Dict[str, List[float]]] = None, ylabel: str = "test Dice",
+                 zoom: bool = False) -> None:
+    """One bar per series in every group (e.g. one per class for every method), with optional error bars. With
+    ``zoom`` the axis spans the bars' range rather than 0 to 1, so that differences of a few thousandths show."""
     fig, ax = plt.subplots(figsize=(max(7, 1.2 * len(groups)), 4.5))
     width = 0.8 / len(series)
     for i, (name, values) in enumerate(series.items()):
@@ -25,7 +27,15 @@ def grouped_bars(filename: str, groups: Sequence[str], series: Dict[str, List[fl
     ax.set_xticks(np.arange(len(groups)) + width * (len(series) - 1) / 2)
     ax.set_xticklabels(groups, fontsize=7 if len(groups) > 4 else None, rotation=30 if len(groups) > 4 else 0,
                        ha="right" if len(groups) > 4 else "center")
+    if zoom:
+        values = np.array([v for vs in series.values() for v in vs])
+        spread = np.array([e for es in (errors or {}).values() for e in es]) if errors else np.zeros_like(values)
+        low, high = float((values - spread).min()), float((values + spread).max())
+        margin = max(0.1 * (high - low), 0.005)
+        ax.set_ylim(max(0.0, low - margin), min(1.0, high + margin))
+        ylabel += " (axis not from 0)"
+    else:
+        ax.set_ylim(0, 1)
     ax.set_ylabel(ylabel)
-    ax.set_ylim(0, 1)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     save_figure(fig, filename)

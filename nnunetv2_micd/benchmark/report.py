@@ -224,6 +224,7 @@ def cost_table(results: dict) -> str:
 def plot_label_efficiency(results: dict, filename: str) -> None:
     groups = group_runs(results)
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    counts = sorted({runs[0]["num_labeled"] for runs in groups.values()})
     for trainer in sorted({t for t, labeled in groups if labeled != ALL_LABELED}):
         points = sorted((runs[0]["num_labeled"], [r["mean_dice"] for r in runs])
                         for (t, labeled), runs in groups.items() if t == trainer)
@@ -234,6 +235,7 @@ def plot_label_efficiency(results: dict, filename: str) -> None:
     if upper is not None:
         ax.axhline(upper, color="k", linestyle="--", label=f"{UPPER_BOUND} "
                                                            f"({groups[(UPPER_BOUND, ALL_LABELED)][0]['num_labeled']})")
+    ax.set_xticks(counts)  # the labeled counts trained, not a fractional axis
     ax.set_xlabel("labeled training cases")
     ax.set_ylabel(f"mean {_held_out(results)} Dice")
     ax.legend(fontsize=8)
@@ -249,15 +251,18 @@ def plot_per_class(results: dict, filename: str) -> None:
     grouped_bars(filename, [f"{t}\n{groups[(t, l)][0]['num_labeled']} labeled" for t, l in ordered],
                  {name: [m for m, _ in values] for name, values in statistics.items()},
                  {name: [s for _, s in values] for name, values in statistics.items()},
-                 ylabel=f"{_held_out(results)} Dice")
+                 ylabel=f"{_held_out(results)} Dice", zoom=True)
 
 
 def plot_training_curves(results: dict, filename: str) -> None:
     fig, (loss_ax, dice_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for name, run in sorted(results["runs"].items()):
+    runs = sorted(results["runs"].items())
+    colours = plt.cm.tab20(np.linspace(0, 1, 20))  # one colour per run up to 20, then a dashed second round
+    for index, (name, run) in enumerate(runs):
         label = f"{run.get('method', run['trainer'])}, {run['num_labeled']} labeled, seed {run['seed']}"
-        loss_ax.plot(run["curves"]["train_losses"], label=label, linewidth=1)
-        dice_ax.plot(run["curves"]["ema_fg_dice"], label=label, linewidth=1)
+        style = {"color": colours[index % 20], "linestyle": "-" if index < 20 else "--", "linewidth": 1}
+        loss_ax.plot(run["curves"]["train_losses"], label=label, **style)
+        dice_ax.plot(run["curves"]["ema_fg_dice"], label=label, **style)
     loss_ax.set_ylabel("training loss (supervised + weighted unsupervised)")
     dice_ax.set_ylabel("nnU-Net's pseudo-Dice (EMA), labeled training cases")
     for ax in (loss_ax, dice_ax):
@@ -270,7 +275,7 @@ def plot_training_curves(results: dict, filename: str) -> None:
 PICTURES = {
     "label_efficiency.png": (plot_label_efficiency,
                              "Mean {held_out} Dice against the number of labeled cases, mean ± standard deviation "
-                             "over seeds; the dashed line is the fully supervised model."),
+                             "over seeds; a dashed line marks the fully supervised model once it is trained."),
     "per_class.png": (plot_per_class, "Dice per class on the {held_out} cases, mean ± standard deviation over seeds."),
     "training_curves.png": (plot_training_curves,
                             "Left: what each trainer minimises, per epoch. Two-student trainers add both students' "
