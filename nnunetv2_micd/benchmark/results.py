@@ -84,6 +84,14 @@ def dice_from_summary(summary_file: str) -> dict:
             "mean_dice": float(summary["foreground_mean"]["Dice"]), "case_mean_dice": case_mean_dice}
 
 
+def literature_from_summary(summary_file: str) -> dict:
+    """From a summary_literature.json of ``micd evaluate``: per class and over classes, the mean Dice, Jaccard, HD95
+    and ASD over volumes as the semi-supervised literature computes them, and the distances' unit."""
+    summary = load_json(summary_file)
+    return {"mean": summary["mean"], "foreground_mean": summary["foreground_mean"],
+            "distance_unit": summary["distance_unit"]}
+
+
 def empty_results(protocol_values: dict, labels: Dict[str, str]) -> dict:
     return {"schema_version": SCHEMA_VERSION, "protocol": protocol_values, "labels": labels, "runs": {}}
 
@@ -127,6 +135,9 @@ def _run_problems(run, labels: dict) -> List[str]:
     problems += _dice_problems(run, labels, run["num_test"])
     if "student_a" in run:
         problems += [f"student_a: {p}" for p in _dice_problems(run["student_a"], labels, run["num_test"])]
+    if "literature" in run and not (isinstance(run["literature"], dict)
+                                    and set(run["literature"].get("mean", {})) == set(labels)):
+        problems.append(f"literature must give the literature's metrics of every class {sorted(labels)}")
     problems += [f"curves.{key} missing" for key in CURVE_KEYS if key not in run["curves"]]
     epoch_seconds = run["curves"].get("epoch_seconds", [])
     if not (isinstance(epoch_seconds, list) and all(isinstance(v, (int, float)) and v >= 0 for v in epoch_seconds)):

@@ -35,9 +35,11 @@ from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
 import nnunetv2_micd
 from nnunetv2_micd.benchmark.lock import WorkFolderLock, running_benchmark
 from nnunetv2_micd.benchmark.protocol import ALL_LABELED, Protocol, ProtocolError, RunSpec
-from nnunetv2_micd.benchmark.results import CURVE_KEYS, dice_from_summary, empty_results, load_results, save_results
+from nnunetv2_micd.benchmark.results import CURVE_KEYS, dice_from_summary, empty_results, literature_from_summary, \
+    load_results, save_results
 from nnunetv2_micd.commands import micd_command, prediction_workers, run_command
 from nnunetv2_micd.errors import MissingInputError
+from nnunetv2_micd.evaluation.literature_metrics import LITERATURE_SUMMARY_FILE
 from nnunetv2_micd.method.config import TrainingBudget
 from nnunetv2_micd.paths import trainer_path
 from nnunetv2_micd.training.nnUNetTrainerBudget import EFFECTIVE_CONFIG_FILE
@@ -350,6 +352,7 @@ class BenchmarkRunner:
                 self.measure_cost()
             self._supersede_stale_runs()
             self._add_missing_student_a(selected)
+            self._add_missing_literature(selected)
             runs = self.protocol.runs
             done = [run for run in runs if run.name in self.results["runs"]]
             own_budgets = " (but the runs with their own budget)" if any(self.protocol.tagged_budgets.values()) else ""
@@ -517,6 +520,21 @@ class BenchmarkRunner:
                         f"{join(self.work, 'superseded')}" if self.results.get("superseded") else ""))
         return lines
 
+    def _add_missing_literature(self, selected: List[RunSpec]) -> None:
+        """The literature's metrics for the selected finished runs recorded without them (and whose predictions and
+        model are still here): an evaluation, no prediction."""
+        for run in selected:
+            entry = self.results["runs"].get(run.name)
+            predictions = join(self.run_folder(run), "predictions")
+            model = os.path.dirname(self.model_folder(run))
+            if entry is None or "literature" in entry or not isdir(predictions) or not isdir(model) or \
+                    not isdir(join(self.raw, self.dataset_name(run.labeled), "labelsTs")):
+                continue
+            self.say(f"  adding the literature's metrics to {run.name}")
+            self._evaluate(run, model, predictions, self.run_environment(run))
+            entry["literature"] = literature_from_summary(join(predictions, LITERATURE_SUMMARY_FILE))
+            save_results(self.results, self.results_file)
+
     def _add_missing_student_a(self, selected: List[RunSpec]) -> None:
         """Student A alone for the selected finished two-student runs that were recorded without it (and still
         have their model): a prediction, no training."""
@@ -614,7 +632,7 @@ class BenchmarkRunner:
     def _predict_and_evaluate(self, run: RunSpec, environment: Dict[str, str], trainer: str,
                               predictions: str) -> str:
         """Predicts the test split from checkpoint_final.pth of ``trainer``'s model in ``environment``'s results
-        root with nnUNetv2_predict and evaluates with nnUNetv2_evaluate_folder, with the labels and plans the model
+        root with nnUNetv2_predict and evaluates with micd evaluate (nnU-Net's evaluation and the literature's metrics), with the labels and plans the model
         was trained with (the dataset of a finished run need not be preprocessed here); a partial prediction folder
         from an interruption is replaced; the commands' output goes to predict.log next to it."""
         name = self.dataset_name(run.labeled)
@@ -627,10 +645,15 @@ class BenchmarkRunner:
                      *prediction_workers(self.device)],
                     environment, log_file)
         model = join(environment["nnUNet_results"], name, self.model_identifier(trainer))
-        run_command(["nnUNetv2_evaluate_folder", join(self.raw, name, "labelsTs"), predictions,
-                     "-djfile", join(model, "dataset.json"), "-pfile", join(model, "plans.json"),
-                     "-np", self.processes], environment, log_file)
+        self._evaluate(run, model, predictions, environment)
         return predictions
+
+    def _evaluate(self, run: RunSpec, model: str, predictions: str, environment: Dict[str, str]) -> None:
+        """``micd evaluate``: nnU-Net's evaluation (its summary.json, as nnUNetv2_evaluate_folder writes it) plus the
+        semi-supervised literature's metrics (summary_literature.json), with the model's labels and plans."""
+        self.micd("evaluate", join(self.raw, self.dataset_name(run.labeled), "labelsTs"), predictions,
+                  "-djfile", join(model, "dataset.json"), "-pfile", join(model, "plans.json"), "-np", self.processes,
+                  environment=environment, log_file=join(os.path.dirname(predictions), "predict.log"))
 
     def _collect(self, run: RunSpec, model_folder: str, predictions: str, train_seconds: float,
                  predict_seconds: float) -> dict:
@@ -646,6 +669,7 @@ class BenchmarkRunner:
             "num_test": len(split["test"]), "dataset": self.dataset_name(run.labeled),
             "steps": self.protocol.run_steps(run), "train_seconds": round(train_seconds, 1),
             "predict_seconds": round(predict_seconds, 1), **dice_from_summary(join(predictions, "summary.json")),
+            "literature": literature_from_summary(join(predictions, LITERATURE_SUMMARY_FILE)),
             "curves": curves,
             "method_config": load_json(join(model_folder, EFFECTIVE_CONFIG_FILE)),
             "code_version": _code_version(), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -120,6 +120,8 @@ def test_every_run_is_trained_predicted_and_evaluated(finished_benchmark, protoc
         assert run["num_test"] == 3 and len(run["case_mean_dice"]) == 3
         assert run["steps"] == 6 and len(run["curves"]["train_losses"]) == 3
         assert len(run["curves"]["epoch_seconds"]) == 3
+        literature = run["literature"]  # the literature's metrics, from the same predictions as the Dice above
+        assert set(literature["mean"]) == set(results["labels"]) and literature["distance_unit"] == "voxels"
         assert sum(run["curves"]["epoch_seconds"]) <= run["train_seconds"]  # the epochs lie within the training
         expected_labeled = 6 if run["labeled"] == "all" else run["labeled"]
         assert run["num_labeled"] == expected_labeled and run["num_unlabeled"] == 6 - expected_labeled
