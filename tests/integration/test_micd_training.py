@@ -96,12 +96,19 @@ def test_resume_with_another_configuration_is_refused(interrupted_and_resumed, s
     assert "started with another configuration" in result.stderr and "lambda_max: 0.1 -> 0.5" in result.stderr
 
 
-def test_predict_and_evaluate_with_nnunet_commands(interrupted_and_resumed, synthetic_dataset, tmp_path):
-    environment = interrupted_and_resumed["environment"]
-    predictions = tmp_path / "predictions"
+@pytest.fixture(scope="module")
+def nnunet_predictions(interrupted_and_resumed, synthetic_dataset, tmp_path_factory):
+    """The test images predicted by nnUNetv2_predict with the trained MICD model."""
+    predictions = tmp_path_factory.mktemp("nnunet_predictions")
     run(["nnUNetv2_predict", "-i", str(synthetic_dataset["raw"] / "imagesTs"), "-o", str(predictions),
          "-d", str(synthetic_dataset["id"]), "-c", "3d_fullres", "-f", "0", "-tr", "nnUNetTrainerMICD",
-         "-p", PLANS, "-device", "cpu", "-npp", "1", "-nps", "1"], env=environment)
+         "-p", PLANS, "-device", "cpu", "-npp", "1", "-nps", "1"], env=interrupted_and_resumed["environment"])
+    return predictions
+
+
+def test_predict_and_evaluate_with_nnunet_commands(interrupted_and_resumed, synthetic_dataset, nnunet_predictions):
+    environment = interrupted_and_resumed["environment"]
+    predictions = nnunet_predictions
     run(["nnUNetv2_evaluate_folder", str(synthetic_dataset["raw"] / "labelsTs"), str(predictions),
          "-djfile", str(synthetic_dataset["preprocessed"] / "dataset.json"),
          "-pfile", str(synthetic_dataset["preprocessed"] / f"{PLANS}.json"), "-np", "1"], env=environment)
@@ -142,16 +149,15 @@ def test_model_zip_predicts_after_installing_elsewhere(interrupted_and_resumed, 
     assert len(list(predictions.glob("*.nii.gz"))) == len(list((synthetic_dataset["raw"] / "imagesTs").iterdir()))
 
 
-def test_uncertainty_maps_come_with_nnUNets_own_prediction(interrupted_and_resumed, synthetic_dataset, tmp_path):
+def test_uncertainty_maps_come_with_nnUNets_own_prediction(interrupted_and_resumed, synthetic_dataset,
+                                                           nnunet_predictions, tmp_path):
     import numpy as np
     import SimpleITK as sitk
     environment = interrupted_and_resumed["environment"]
     images = synthetic_dataset["raw"] / "imagesTs"
     model = ["-d", str(synthetic_dataset["id"]), "-c", "3d_fullres", "-f", "0", "-tr", "nnUNetTrainerMICD", "-p",
              PLANS]
-    plain, with_maps = tmp_path / "plain", tmp_path / "with_maps"
-    run(["nnUNetv2_predict", "-i", str(images), "-o", str(plain), *model, "-device", "cpu", "-npp", "1", "-nps", "1"],
-        env=environment)
+    plain, with_maps = nnunet_predictions, tmp_path / "with_maps"
     run(["micd", "predict-uncertainty", "-i", str(images), "-o", str(with_maps), *model, "-device", "cpu"],
         env=environment)
     record = load_json(with_maps / "uncertainty.json")
