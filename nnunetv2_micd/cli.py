@@ -159,7 +159,7 @@ def _cmd_check_uncertainty(args) -> None:
             json.dump(result, f, indent=1)
     if args.plot:
         from nnunetv2_micd.evaluation.uncertainty_quality import plot_score_against_dice
-        plot_score_against_dice(args.uncertainty, args.summary, args.plot)
+        plot_score_against_dice(result, args.plot)
 
 
 def _cmd_show_uncertainty(args) -> None:

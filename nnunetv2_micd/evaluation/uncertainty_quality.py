@@ -29,13 +29,17 @@ def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
 
 
 def score_quality(cases: Dict[str, dict], case_dice: Dict[str, float]) -> dict:
+    """The measures above, with each case's score and Dice (what the picture of the two draws)."""
     names = sorted(set(cases) & {case for case, dice in case_dice.items() if dice is not None})
     if len(names) < 4:
         raise DataError(f"{len(names)} cases with both a score and a Dice; at least 4 are needed")
     dice = np.array([case_dice[name] for name in names])
     worst = np.zeros(len(names), dtype=bool)
     worst[np.argsort(dice, kind="stable")[:max(1, len(names) // 4)]] = True
-    result = {"cases": len(names), "worst_quarter": [name for name, w in zip(names, worst) if w], "scores": {}}
+    result = {"cases": len(names), "score_map": cases[names[0]]["score_map"],
+              "worst_quarter": [name for name, w in zip(names, worst) if w],
+              "per_case": {name: {"score": cases[name]["score"], "dice": case_dice[name]} for name in names},
+              "scores": {}}
     scores = {"score": np.array([cases[name]["score"] for name in names]),
               "negative predicted volume": -np.array([cases[name]["foreground_voxels"] for name in names], float)}
     for key in sorted(k for k in cases[names[0]] if k.startswith("mean_") and k != "mean_dice"):
@@ -51,21 +55,17 @@ def check_uncertainty(uncertainty_file: str, summary_file: str) -> dict:
     return score_quality(load_json(uncertainty_file)["cases"], dice_from_summary(summary_file)["case_mean_dice"])
 
 
-def plot_score_against_dice(uncertainty_file: str, summary_file: str, filename: str) -> None:
-    """Each case's score against its Dice, the worst quarter marked."""
+def plot_score_against_dice(result: dict, filename: str) -> None:
+    """Each case's score against its Dice, the worst quarter marked (``result`` from :func:`score_quality`)."""
     from nnunetv2_micd.plotting import plt, save_figure
-    cases = load_json(uncertainty_file)["cases"]
-    case_dice = dice_from_summary(summary_file)["case_mean_dice"]
-    result = score_quality(cases, case_dice)
-    names = sorted(set(cases) & {c for c, d in case_dice.items() if d is not None})
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     worst = set(result["worst_quarter"])
     for marked, label in ((False, "other cases"), (True, "worst quarter by Dice")):
-        chosen = [n for n in names if (n in worst) == marked]
-        ax.scatter([cases[n]["score"] for n in chosen], [case_dice[n] for n in chosen], label=label,
+        chosen = [case for name, case in result["per_case"].items() if (name in worst) == marked]
+        ax.scatter([case["score"] for case in chosen], [case["dice"] for case in chosen], label=label,
                    marker="x" if marked else "o")
     score = result["scores"]["score"]
-    ax.set_xlabel(f"case score: mean {cases[names[0]]['score_map']}, structures and band")
+    ax.set_xlabel(f"case score: mean {result['score_map']}, structures and band")
     ax.set_ylabel("case Dice (mean over classes)")
     ax.set_title(f"Spearman ρ {score['spearman_rho_with_dice']:+.2f}, AUROC {score['auroc_worst_quarter']:.2f}",
                  fontsize=10)

@@ -62,9 +62,25 @@ def test_auroc_counts_ties_half_and_the_check_finds_a_score_that_tracks_dice():
     from nnunetv2_micd.evaluation.uncertainty_quality import auroc, score_quality
     assert auroc(np.array([3.0, 1.0, 2.0, 2.0]), np.array([True, False, True, False])) == pytest.approx(0.875)
     dice = {f"c{i}": 0.9 - 0.1 * i for i in range(8)}  # c7 and c6 are the worst quarter
-    cases = {f"c{i}": {"score": 0.1 * i, "foreground_voxels": 100, "mean_entropy": 0.5} for i in range(8)}
+    cases = {f"c{i}": {"score": 0.1 * i, "score_map": "disagreement", "foreground_voxels": 100, "mean_entropy": 0.5}
+             for i in range(8)}
     result = score_quality(cases, dice)
+    assert result["per_case"]["c7"] == {"score": pytest.approx(0.7), "dice": pytest.approx(0.2)}
     assert sorted(result["worst_quarter"]) == ["c6", "c7"]
     assert result["scores"]["score"]["spearman_rho_with_dice"] == pytest.approx(-1.0)
     assert result["scores"]["score"]["auroc_worst_quarter"] == 1.0
     assert result["scores"]["negative predicted volume"]["auroc_worst_quarter"] == 0.5  # all equal: chance
+
+
+def test_the_score_picture_is_drawn_from_the_check_alone(tmp_path):
+    from nnunetv2_micd.evaluation.uncertainty_quality import plot_score_against_dice, score_quality
+    cases = {f"c{i}": {"score": 0.1 * i, "score_map": "disagreement", "foreground_voxels": 100} for i in range(4)}
+    result = score_quality(cases, {f"c{i}": 0.9 - 0.1 * i for i in range(4)})
+    plot_score_against_dice(result, str(tmp_path / "score.png"))
+    assert (tmp_path / "score.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_summaries_name_the_segmented_structures_only():
+    from nnunetv2_micd.evaluation.classes import foreground_classes
+    labels = {"background": 0, "RV": 1, "Myo": 2, "ignore": 3}
+    assert foreground_classes({"labels": labels}) == {"RV": 1, "Myo": 2}
