@@ -39,6 +39,7 @@ from nnunetv2_micd.benchmark.results import CURVE_KEYS, dice_from_summary, empty
     load_results, save_results
 from nnunetv2_micd.commands import micd_command, prediction_workers, run_command
 from nnunetv2_micd.errors import MissingInputError
+from nnunetv2_micd.evaluation.classes import foreground_classes
 from nnunetv2_micd.evaluation.literature_metrics import LITERATURE_SUMMARY_FILE
 from nnunetv2_micd.method.config import TrainingBudget
 from nnunetv2_micd.paths import trainer_path
@@ -259,8 +260,8 @@ class BenchmarkRunner:
                                     f"folder")
 
     def _labels(self) -> Dict[str, str]:
-        labels = load_json(join(self.raw, self.source_name, "dataset.json"))["labels"]
-        return {str(value): name for name, value in labels.items() if isinstance(value, int) and value > 0}
+        classes = foreground_classes(load_json(join(self.raw, self.source_name, "dataset.json")))
+        return {str(value): name for name, value in classes.items()}
 
     def _refuse_other_protocol(self, recorded: dict) -> None:
         recorded_protocol = Protocol(recorded)
@@ -365,7 +366,6 @@ class BenchmarkRunner:
                     continue
                 if self.deadline is not None and time.time() >= self.deadline:
                     self.stopped_at_time_limit = True
-                if self.stopped_at_time_limit:
                     break
                 unfinished = [r for r in runs if r.name not in self.results["runs"]]
                 self.say(f"run {number}/{len(runs)}: {run.describe()} (protocol time left: "
@@ -531,7 +531,7 @@ class BenchmarkRunner:
                     not isdir(join(self.raw, self.dataset_name(run.labeled), "labelsTs")):
                 continue
             self.say(f"  adding the literature's metrics to {run.name}")
-            self._evaluate(run, model, predictions, self.run_environment(run))
+            self._evaluate(run, model, predictions)
             entry["literature"] = literature_from_summary(join(predictions, LITERATURE_SUMMARY_FILE))
             save_results(self.results, self.results_file)
 
@@ -645,15 +645,15 @@ class BenchmarkRunner:
                      *prediction_workers(self.device)],
                     environment, log_file)
         model = join(environment["nnUNet_results"], name, self.model_identifier(trainer))
-        self._evaluate(run, model, predictions, environment)
+        self._evaluate(run, model, predictions)
         return predictions
 
-    def _evaluate(self, run: RunSpec, model: str, predictions: str, environment: Dict[str, str]) -> None:
+    def _evaluate(self, run: RunSpec, model: str, predictions: str) -> None:
         """``micd evaluate``: nnU-Net's evaluation (its summary.json, as nnUNetv2_evaluate_folder writes it) plus the
         semi-supervised literature's metrics (summary_literature.json), with the model's labels and plans."""
         self.micd("evaluate", join(self.raw, self.dataset_name(run.labeled), "labelsTs"), predictions,
                   "-djfile", join(model, "dataset.json"), "-pfile", join(model, "plans.json"), "-np", self.processes,
-                  environment=environment, log_file=join(os.path.dirname(predictions), "predict.log"))
+                  log_file=join(os.path.dirname(predictions), "predict.log"))
 
     def _collect(self, run: RunSpec, model_folder: str, predictions: str, train_seconds: float,
                  predict_seconds: float) -> dict:

@@ -22,14 +22,11 @@ from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder, 
 from tqdm import tqdm
 
 from nnunetv2_micd.errors import DataError, MissingInputError
+from nnunetv2_micd.evaluation.classes import foreground_classes
 from nnunetv2_micd.inference.uncertainty import UncertaintyPredictor, case_summary
 
 SUMMARY_FILE = "uncertainty.json"
 MAPS_FOLDER = "uncertainty"
-
-
-def _labels(dataset_json: dict) -> dict:
-    return {name: value for name, value in dataset_json["labels"].items() if isinstance(value, int) and value > 0}
 
 
 def predict_with_uncertainty(input_folder: str, output_folder: str, model_folder: str, folds: Sequence,
@@ -81,7 +78,7 @@ def predict_with_uncertainty(input_folder: str, output_folder: str, model_folder
                                                                           f"{case}_{name}{ending}"),
                              prediction.properties)
         spacing = prediction.properties["spacing"]
-        summary = case_summary(prediction.segmentation, prediction.maps, _labels(dataset_json),
+        summary = case_summary(prediction.segmentation, prediction.maps, foreground_classes(dataset_json),
                                float(np.prod(spacing)))
         record["cases"][case] = {**summary, "image_histogram": prediction.image_histogram}
         save_json(record, summary_file, sort_keys=False)  # after every case: an interruption loses one case
