@@ -90,8 +90,8 @@ def _loss_of(output) -> torch.Tensor:
 
 
 def method_parts(trainer, data: torch.Tensor, unlabeled: torch.Tensor) -> Dict[str, Callable[[], None]]:
-    """The passes one MICD step needs, each as a function that runs it alone, in the step's precision (on the
-    students as written: a step compiled by nnU-Net runs them compiled)."""
+    """The passes one MICD step needs (as the trainer decides them), each as a function that runs it alone, in the
+    step's precision (on the students as written: a step compiled by nnU-Net runs them compiled)."""
     config = trainer.method_config
     students = trainer.dual_network.branches
     x = torch.cat((data, unlabeled))
@@ -122,9 +122,9 @@ def method_parts(trainer, data: torch.Tensor, unlabeled: torch.Tensor) -> Dict[s
     parts = {}
     for name, student in zip("AB", students):
         parts[f"student {name} forward+backward, labeled+unlabeled"] = forward_backward(student, x)
-        if config.weight_mcpc > 0 and config.mask_ratio > 0:
+        if trainer.masks_inputs:
             parts[f"student {name} forward+backward, masked"] = forward_backward(student, x_masked)
-    if config.weight_cmd > 0:
+    if trainer.teachers_predict:
         for name, teacher in zip("AB", trainer.teachers):
             parts[f"teacher {name} forward, unlabeled"] = teacher_forward(teacher)
     parts["gradient clipping + optimizer step"] = optimizer_step

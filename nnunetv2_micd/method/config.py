@@ -100,6 +100,11 @@ class SemiSupervisedConfig:
                               f"{ {k: fixed[k] for k in conflicts} }")
         return cls.from_dict({**values, **fixed})
 
+    def term_weights(self) -> Dict[str, float]:
+        """The method's unsupervised terms, each by the name it is logged under (``loss_<name>``), with its weight
+        relative to the others; a term of weight 0 is switched off. The trainer weights them all by λ(t)."""
+        raise NotImplementedError
+
     def to_dict(self) -> dict:
         values = asdict(self)
         if values.get("mask_block_size") is not None:
@@ -120,6 +125,9 @@ class MeanTeacherConfig(SemiSupervisedConfig):
     def problems(self) -> List[str]:
         problems = super().problems()
         return problems + ([] if self.input_noise >= 0 else [f"input_noise must be >= 0, got {self.input_noise}"])
+
+    def term_weights(self) -> Dict[str, float]:
+        return {"consistency": 1.0}
 
 
 @dataclass(frozen=True)
@@ -156,6 +164,9 @@ class MICDConfig(SemiSupervisedConfig):
             problems.append(f"mask_block_size must be null or a list of positive integers, "
                             f"got {self.mask_block_size!r}")
         return problems
+
+    def term_weights(self) -> Dict[str, float]:
+        return {"mcpc": self.weight_mcpc, "cfc": self.weight_cfc, "cmd": self.weight_cmd}
 
     @property
     def uses_teachers(self) -> bool:

@@ -28,17 +28,18 @@ def weighted_cross_entropy(logits: torch.Tensor,
 
 def mcpc_loss(masked_logits_a: torch.Tensor,
               masked_logits_b: torch.Tensor,
-              logits_a: torch.Tensor,
-              logits_b: torch.Tensor,
+              pseudo_label_a: torch.Tensor,
+              pseudo_label_b: torch.Tensor,
               class_weights_a: Optional[torch.Tensor] = None,
               class_weights_b: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Masked cross pseudo consistency.
 
     Each branch's prediction on the masked input is supervised by the other branch's hard pseudo-label on the full
-    input. Gradients reach the masked logits only.
+    input (:func:`hard_pseudo_label`; ``pseudo_label_b`` supervises branch a). Gradients reach the masked logits
+    only.
     """
-    return (weighted_cross_entropy(masked_logits_a, hard_pseudo_label(logits_b), class_weights_a)
-            + weighted_cross_entropy(masked_logits_b, hard_pseudo_label(logits_a), class_weights_b))
+    return (weighted_cross_entropy(masked_logits_a, pseudo_label_b, class_weights_a)
+            + weighted_cross_entropy(masked_logits_b, pseudo_label_a, class_weights_b))
 
 
 def symmetric_kl(features_a: torch.Tensor, features_b: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,6 @@ import matplotlib.pyplot as plt
 from batchgenerators.utilities.file_and_folder_operations import join
 from nnunetv2.training.logging.nnunet_logger import LocalLogger
 
-MICD_LOG_KEYS = ("loss_sup", "loss_mcpc", "loss_cfc", "loss_cmd", "unsupervised_weight", "disagreement")
 METHOD_PROGRESS_FILE = "progress_micd.png"
 
 
@@ -16,7 +15,7 @@ class MICDLocalLogger(LocalLogger):
     """Keeps nnU-Net's one-value-per-epoch lists and adds one list per key of the method: its loss terms
     (``loss_*``), the weight λ(t) (``unsupervised_weight``) and optionally the branches' ``disagreement``."""
 
-    def __init__(self, keys: Sequence[str] = MICD_LOG_KEYS, verbose: bool = False):
+    def __init__(self, keys: Sequence[str], verbose: bool = False):
         super().__init__(verbose)
         self.method_keys = tuple(keys)
         for key in self.method_keys:

@@ -4,7 +4,8 @@ Two heterogeneous students (nnU-Net's planned U-Net and the other U-Net family) 
 network is a :class:`DualBranchNetwork`, so nnU-Net's predictor uses both branches without knowing about MICD.
 """
 from contextlib import ExitStack
-from typing import Dict, List
+from functools import partial
+from typing import List
 
 import torch
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
@@ -16,14 +17,14 @@ from nnunetv2_micd.method.ema import create_ema_teacher
 from nnunetv2_micd.method.losses import cfc_loss, cmd_loss, hard_pseudo_label, mcpc_loss
 from nnunetv2_micd.method.masking import apply_mask, default_block_size, random_block_mask
 from nnunetv2_micd.method.networks import DecoderFeatureRecorder, DualBranchNetwork, build_branches
-from nnunetv2_micd.training.micd_logger import MICD_LOG_KEYS
-from nnunetv2_micd.training.nnUNetTrainerSemiSupervised import first_samples, highest_resolution, \
+from nnunetv2_micd.training.nnUNetTrainerSemiSupervised import StepLosses, first_samples, highest_resolution, \
     nnUNetTrainerSemiSupervised
 
 
 class nnUNetTrainerMICD(nnUNetTrainerSemiSupervised):
     config_class = MICDConfig
-    log_keys = MICD_LOG_KEYS
+    #: how often the branches' hard predictions differ on the unlabeled voxels
+    diagnostic_keys = ("disagreement",)
     #: branch B is the other U-Net family (False: the same architecture as branch A)
     heterogeneous_branches = True
 
@@ -70,20 +71,29 @@ class nnUNetTrainerMICD(nnUNetTrainerSemiSupervised):
         self.dual_network.set_deep_supervision(enabled)
 
     # ------------------------------------------------------------------ training step
+    @property
+    def masks_inputs(self) -> bool:
+        """Whether a step also passes masked copies of the patches through the students (for MCPC)."""
+        return self.method_config.weight_mcpc > 0 and self.method_config.mask_ratio > 0
+
+    @property
+    def teachers_predict(self) -> bool:
+        """Whether a step passes the unlabeled patches through the teachers (for CMD)."""
+        return self.method_config.weight_cmd > 0
+
     def _block_mask(self, x: torch.Tensor) -> torch.Tensor:
         spatial = x.shape[2:]
         block_size = self.method_config.mask_block_size or default_block_size(spatial)
         return random_block_mask(x.shape[0], spatial, block_size, self.method_config.mask_ratio, device=x.device)
 
-    def compute_losses(self, data: torch.Tensor, target, unlabeled: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def compute_losses(self, data: torch.Tensor, target, unlabeled: torch.Tensor) -> StepLosses:
         """All MICD terms for one labeled and one unlabeled batch (the README's Trainers section lists them)."""
         config = self.method_config
         num_labeled = data.shape[0]
         # labeled and unlabeled patches share one forward per student: instance norm (and everything else in
         # nnU-Net's U-Nets) works per sample, so this is exactly the same as two separate forwards
         x = torch.cat((data, unlabeled))
-        masked = config.weight_mcpc > 0 and config.mask_ratio > 0
-        x_masked = apply_mask(x, self._block_mask(x)) if masked else None
+        x_masked = apply_mask(x, self._block_mask(x)) if self.masks_inputs else None
         with ExitStack() as stack:  # CFC compares the decoder features of the passes on x
             if config.weight_cfc > 0:
                 for recorder in self.feature_recorders:
@@ -92,38 +102,34 @@ class nnUNetTrainerMICD(nnUNetTrainerSemiSupervised):
             (output_a, masked_a), (output_b, masked_b) = self.network(x, x_masked, separate_branches=True)
         outputs = (output_a, output_b)
         logits = [highest_resolution(o) for o in outputs]
-        losses = {"loss_sup": sum(self.loss(first_samples(o, num_labeled), target) for o in outputs)}
+        pseudo_labels = [hard_pseudo_label(l) for l in logits]
+        supervised = sum(self.loss(first_samples(o, num_labeled), target) for o in outputs)
+        unsupervised = {}
         if config.weight_mcpc > 0:
-            masked_logits = [highest_resolution(o) for o in (masked_a, masked_b)] if masked else logits
+            masked_logits = [highest_resolution(o) for o in (masked_a, masked_b)] if self.masks_inputs else logits
             weights_a, weights_b = ((self.class_weights_a.weights.to(x.device),
                                      self.class_weights_b.weights.to(x.device))
                                     if config.class_weighting == "dhc" else (None, None))
-            losses["loss_mcpc"] = mcpc_loss(*masked_logits, *logits, weights_a, weights_b)
+            unsupervised["mcpc"] = mcpc_loss(*masked_logits, *pseudo_labels, weights_a, weights_b)
         if config.weight_cfc > 0:
-            losses["loss_cfc"] = cfc_loss(*(recorder.take() for recorder in self.feature_recorders))
-        if config.weight_cmd > 0:
+            unsupervised["cfc"] = cfc_loss(*(recorder.take() for recorder in self.feature_recorders))
+        if self.teachers_predict:
             with torch.no_grad():
                 teacher_logits = [teacher(unlabeled) for teacher in self.teachers]
             if config.cmd_mode == "cross":
                 teacher_logits = teacher_logits[::-1]
-            losses["loss_cmd"] = cmd_loss(logits[0][num_labeled:], logits[1][num_labeled:], *teacher_logits)
-
-        weight = self.unsupervised_weight
-        unsupervised = sum(getattr(config, "weight_" + key[len("loss_"):]) * value
-                           for key, value in losses.items() if key != "loss_sup")
-        losses["loss"] = losses["loss_sup"] + weight * unsupervised
-        pseudo_labels_unlabeled = [hard_pseudo_label(l[num_labeled:]) for l in logits]
-        self._update_class_weights(logits[0][:num_labeled], target, pseudo_labels_unlabeled[1])
-        losses["disagreement"] = (pseudo_labels_unlabeled[0] != pseudo_labels_unlabeled[1]).float().mean()
-        return losses
+            unsupervised["cmd"] = cmd_loss(logits[0][num_labeled:], logits[1][num_labeled:], *teacher_logits)
+        unlabeled_a, unlabeled_b = (p[num_labeled:] for p in pseudo_labels)
+        update = partial(self._update_class_weights, logits[0][:num_labeled], target, unlabeled_b) \
+            if config.class_weighting == "dhc" else None
+        return StepLosses(supervised, unsupervised, {"disagreement": (unlabeled_a != unlabeled_b).float().mean()},
+                          update)
 
     @torch.no_grad()
     def _update_class_weights(self, labeled_logits_a: torch.Tensor, target,
                               unlabeled_pseudo_labels_b: torch.Tensor) -> None:
         """Difficulty for A from its soft Dice on the labeled patches; class frequencies for B from the labels and
         B's own pseudo-labels on the unlabeled patches."""
-        if self.method_config.class_weighting != "dhc":
-            return
         labels = highest_resolution(target)[:, 0].long()
         self.class_weights_a.update(torch.softmax(labeled_logits_a.float(), 1), labels)
         self.class_weights_b.update([labels, unlabeled_pseudo_labels_b])

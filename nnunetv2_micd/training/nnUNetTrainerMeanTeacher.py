@@ -4,20 +4,17 @@ One student, nnU-Net's planned network, and its EMA teacher. On unlabeled patche
 probabilities follow the teacher's, which sees the same patch with a little Gaussian noise added. Prediction uses
 the student, a plain nnU-Net network.
 """
-from typing import Dict
-
 import torch
 
 from nnunetv2_micd.method.config import MeanTeacherConfig
 from nnunetv2_micd.method.ema import create_ema_teacher
 from nnunetv2_micd.method.losses import softmax_mse_loss
-from nnunetv2_micd.training.nnUNetTrainerSemiSupervised import first_samples, highest_resolution, \
+from nnunetv2_micd.training.nnUNetTrainerSemiSupervised import StepLosses, first_samples, highest_resolution, \
     nnUNetTrainerSemiSupervised
 
 
 class nnUNetTrainerMeanTeacher(nnUNetTrainerSemiSupervised):
     config_class = MeanTeacherConfig
-    log_keys = ("loss_sup", "loss_consistency", "unsupervised_weight")
 
     @property
     def students(self):
@@ -33,13 +30,11 @@ class nnUNetTrainerMeanTeacher(nnUNetTrainerSemiSupervised):
         noise_std = self.method_config.input_noise
         return x + torch.clamp(torch.randn_like(x) * noise_std, -2 * noise_std, 2 * noise_std)
 
-    def compute_losses(self, data: torch.Tensor, target, unlabeled: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def compute_losses(self, data: torch.Tensor, target, unlabeled: torch.Tensor) -> StepLosses:
         num_labeled = data.shape[0]
         # one forward for labeled and unlabeled patches: instance norm works per sample, so this is exact
         output = self.network(torch.cat((data, unlabeled)))  # through a DDP wrapper when there is one
         with torch.no_grad():
             teacher_logits = self.teachers[0](self._noisy(unlabeled))
-        losses = {"loss_sup": self.loss(first_samples(output, num_labeled), target),
-                  "loss_consistency": softmax_mse_loss(highest_resolution(output)[num_labeled:], teacher_logits)}
-        losses["loss"] = losses["loss_sup"] + self.unsupervised_weight * losses["loss_consistency"]
-        return losses
+        consistency = softmax_mse_loss(highest_resolution(output)[num_labeled:], teacher_logits)
+        return StepLosses(self.loss(first_samples(output, num_labeled), target), {"consistency": consistency})

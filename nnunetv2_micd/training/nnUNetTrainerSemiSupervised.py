@@ -4,9 +4,12 @@ nnU-Net keeps everything it does: planning, the labeled loader and augmentation,
 the optimizer and schedule, validation, checkpoint selection and sliding-window inference. This base class adds
 the unlabeled loader (same patch size and augmentation), the ramp-up of the unsupervised weight, EMA teachers,
 one training step (autocast, one grad scaler, gradient clipping per student, a non-finite-loss stop) and
-checkpoints that carry the method's training state. A method implements :meth:`compute_losses`.
+checkpoints that carry the method's training state. A method implements :meth:`compute_losses`; the step weights
+its terms as the configuration's ``term_weights`` declare them, refuses a non-finite loss, then takes the backward
+pass, the optimizer step, the EMA updates and the method's statistics updates, in that order.
 """
-from typing import Dict, List, Tuple, Union
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -39,12 +42,25 @@ def first_samples(output: Union[torch.Tensor, List[torch.Tensor]], n: int):
     return [o[:n] for o in output] if isinstance(output, (list, tuple)) else output[:n]
 
 
+@dataclass
+class StepLosses:
+    """One step's losses as a method computes them, unweighted."""
+    #: nnU-Net's loss on the labeled patches (summed over the students)
+    supervised: torch.Tensor
+    #: each unsupervised term switched on, by its name in the configuration's ``term_weights``
+    unsupervised: Dict[str, torch.Tensor]
+    #: logged, never trained on
+    diagnostics: Dict[str, torch.Tensor] = field(default_factory=dict)
+    #: updates statistics from this step's outputs; called only once the step has been taken
+    update_statistics: Optional[Callable[[], None]] = None
+
+
 class nnUNetTrainerSemiSupervised(nnUNetTrainerBudget):
     config_class = SemiSupervisedConfig
     #: configuration fields fixed by a trainer variant (MICD_CONFIG may still change the others)
     config_overrides: Dict = {}
-    #: what the method logs per epoch next to nnU-Net's keys (means of the train_step outputs, plus λ(t))
-    log_keys: Tuple[str, ...] = ("loss_sup", "unsupervised_weight")
+    #: the method's :attr:`StepLosses.diagnostics`, logged per epoch after its loss terms and λ(t)
+    diagnostic_keys: Tuple[str, ...] = ()
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -67,6 +83,13 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainerBudget):
                                                   ("the cascade", self.is_cascaded)) if present]
         if unsupported:
             raise ConfigError(f"{self.__class__.__name__} does not support {' or '.join(unsupported)}")
+
+    @property
+    def log_keys(self) -> Tuple[str, ...]:
+        """What the method logs per epoch next to nnU-Net's keys (means of the train_step outputs, plus λ(t)); terms
+        switched off are logged as NaN."""
+        terms = tuple(f"loss_{name}" for name in self.method_config.term_weights())
+        return ("loss_sup", *terms, "unsupervised_weight", *self.diagnostic_keys)
 
     def effective_config(self) -> dict:
         return {**super().effective_config(), "method": self.method_config.to_dict()}
@@ -163,9 +186,15 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainerBudget):
     def unsupervised_weight(self) -> float:
         return gaussian_rampup(self.optimizer_step, self.rampup_steps, self.method_config.lambda_max)
 
-    def compute_losses(self, data: torch.Tensor, target, unlabeled: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Every term for one labeled and one unlabeled batch; ``loss`` is what is minimised."""
+    def compute_losses(self, data: torch.Tensor, target, unlabeled: torch.Tensor) -> StepLosses:
+        """Every term for one labeled and one unlabeled batch."""
         raise NotImplementedError
+
+    def weighted_loss(self, losses: StepLosses) -> torch.Tensor:
+        """What is minimised: the supervised loss plus λ(t) times the weighted unsupervised terms."""
+        weights = self.method_config.term_weights()
+        unsupervised = sum(weights[name] * value for name, value in losses.unsupervised.items())
+        return losses.supervised + self.unsupervised_weight * unsupervised
 
     def mixed_precision(self):
         """Autocast on CUDA, as nnU-Net's own train_step; full precision on other devices."""
@@ -182,12 +211,13 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainerBudget):
         try:
             with self.mixed_precision():
                 losses = self.compute_losses(data, target, unlabeled)
-            self._refuse_non_finite(losses)
+                loss = self.weighted_loss(losses)
+            self._refuse_non_finite(loss, losses)
             if self.grad_scaler is not None:
-                self.grad_scaler.scale(losses["loss"]).backward()
+                self.grad_scaler.scale(loss).backward()
                 self.grad_scaler.unscale_(self.optimizer)
             else:
-                losses["loss"].backward()
+                loss.backward()
         except torch.cuda.OutOfMemoryError:
             raise MemoryError(self._out_of_memory_message(data, unlabeled)) from None
         for student in self.students:
@@ -199,8 +229,15 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainerBudget):
             self.optimizer.step()
         for teacher, student in zip(self.teachers, self.students):
             ema_update_(teacher, student, self.method_config.ema_decay)
+        if losses.update_statistics is not None:
+            losses.update_statistics()
         self.optimizer_step += 1
-        return {key: value.detach().cpu().numpy() for key, value in losses.items()}
+        logged = {"loss": loss, **self._loss_terms(losses), **losses.diagnostics}
+        return {key: value.detach().cpu().numpy() for key, value in logged.items()}
+
+    @staticmethod
+    def _loss_terms(losses: StepLosses) -> Dict[str, torch.Tensor]:
+        return {"loss_sup": losses.supervised, **{f"loss_{name}": value for name, value in losses.unsupervised.items()}}
 
     def _out_of_memory_message(self, data: torch.Tensor, unlabeled: torch.Tensor) -> str:
         """What did not fit, with the numbers and the ways to make it fit."""
@@ -215,11 +252,11 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainerBudget):
                 f"with a lower unlabeled_batch_size in MICD_CONFIG or with smaller plans (a smaller batch, or "
                 f"nnUNetv2_plan_experiment -gpu_memory_target); --c continues only with the same settings.")
 
-    def _refuse_non_finite(self, losses: Dict[str, torch.Tensor]) -> None:
-        """Stops before a non-finite loss reaches the weights (one host sync per step)."""
-        if bool(torch.isfinite(losses["loss"])):
+    def _refuse_non_finite(self, loss: torch.Tensor, losses: StepLosses) -> None:
+        """Stops before a non-finite loss reaches the weights or the statistics (one host sync per step)."""
+        if bool(torch.isfinite(loss)):
             return
-        terms = [k for k, v in losses.items() if k.startswith("loss_") and not bool(torch.isfinite(v))]
+        terms = [k for k, v in self._loss_terms(losses).items() if not bool(torch.isfinite(v))]
         raise FloatingPointError(
             f"non-finite loss at optimizer step {self.optimizer_step} (epoch {self.current_epoch}) in "
             f"{', '.join(terms) or 'the weighted sum'}; the weights were not updated. Continue from the last "

@@ -248,7 +248,7 @@ def test_missing_unlabeled_data_names_the_command_to_run(environment):
         hidden.rename(folder)
 
 
-def test_non_finite_loss_stops_without_touching_the_weights(environment):
+def test_non_finite_loss_stops_without_touching_the_weights_or_the_class_weights(environment):
     trainer = _trainer(environment, "nnUNetTrainerMICD")
     trainer.on_train_start()
     try:
@@ -259,6 +259,8 @@ def test_non_finite_loss_stops_without_touching_the_weights(environment):
             trainer.train_step(batch)
         for student, parameters in zip(trainer.dual_network.branches, before):
             assert all(torch.equal(p, q) for p, q in zip(student.parameters(), parameters))
+        # nor its statistics: the refused step's outputs would have set the class weights
+        assert not trainer.class_weights_a.observed.any() and trainer.class_weights_b.counts is None
     finally:
         trainer.on_train_end()
 

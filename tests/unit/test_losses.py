@@ -53,7 +53,7 @@ def test_mcpc_loss_value_and_gradient_flow(dims):
     # branch a vs [0, 1]: (log 2 + 2 log 2) / 2 = 1.5 log 2
     # branch b vs [0, 0]: (-log(3/4) + log 2) / 2 = (2 log 2 - log 3 + log 2) / 2 = 1.5 log 2 - 0.5 log 3
     expected = 3 * LOG2 - 0.5 * LOG3
-    loss = mcpc_loss(masked_a, masked_b, logits_a, logits_b)
+    loss = mcpc_loss(masked_a, masked_b, hard_pseudo_label(logits_a), hard_pseudo_label(logits_b))
     assert loss.item() == pytest.approx(expected, rel=1e-6)
 
     loss.backward()
@@ -66,9 +66,9 @@ def test_mcpc_loss_uses_each_branch_weights():
     dims = 2
     masked_a = _logits(dims, [[0., 0.], [LOG3, 0.]])
     masked_b = _logits(dims, [[0., 0.], [LOG3, 0.]])
-    pseudo_source = _logits(dims, [[5., 0.], [0., 5.]])  # pseudo-label [0, 1] for both branches
+    pseudo_label = hard_pseudo_label(_logits(dims, [[5., 0.], [0., 5.]]))  # [0, 1] for both branches
     # branch a with weights [1, 3]: 7/4 log 2 (see weighted cross-entropy test); branch b unweighted: 1.5 log 2
-    loss = mcpc_loss(masked_a, masked_b, pseudo_source, pseudo_source, class_weights_a=torch.tensor([1., 3.]))
+    loss = mcpc_loss(masked_a, masked_b, pseudo_label, pseudo_label, class_weights_a=torch.tensor([1., 3.]))
     assert loss.item() == pytest.approx(3.25 * LOG2, rel=1e-6)
 
 
