@@ -12,7 +12,7 @@ import pytest
 
 from nnunetv2_micd.benchmark.protocol import load_protocol
 from nnunetv2_micd.benchmark.results import load_results, schema_problems
-from nnunetv2_micd.benchmark.runner import BenchmarkRunner
+from nnunetv2_micd.benchmark.records import expected_method_config
 from nnunetv2_micd.dataset_conversion.synthetic import SyntheticSpec, write_synthetic_dataset
 from tests.conftest import micd
 
@@ -147,8 +147,8 @@ def test_every_run_is_trained_predicted_and_evaluated(finished_benchmark, protoc
     assert micd_run["method_config"]["budget"]["seed"] == 0
     assert set(results["cost"]["trainers"]) == set(TRAINERS)
     # what a resumed benchmark expects of a finished run is what the trainers recorded (nothing is redone)
-    runner = BenchmarkRunner(load_protocol(str(protocol_file))[0], str(finished_benchmark["work"]))
-    expected = {run.name: runner.expected_method_config(run) for run in runner.protocol.runs}
+    protocol = load_protocol(str(protocol_file))[0]
+    expected = {run.name: expected_method_config(protocol, run) for run in protocol.runs}
     assert sum(config is not None for config in expected.values()) == 3  # MICD, Mean Teacher, CPS
     assert all(config is None or results["runs"][name]["method_config"]["method"] == config
                for name, config in expected.items())

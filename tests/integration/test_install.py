@@ -43,7 +43,7 @@ def test_benchmark_runs_the_installed_micd_from_inside_a_checkout(regular_instal
                       "from nnunetv2_micd.benchmark.protocol import load_protocol\n"
                       "from nnunetv2_micd.benchmark.runner import BenchmarkRunner\n"
                       "protocol, _ = load_protocol('hippocampus_cpu')\n"
-                      "BenchmarkRunner(protocol, sys.argv[1]).micd('trainer-path', log_file=sys.argv[2])\n")
+                      "BenchmarkRunner(protocol, sys.argv[1]).shell.micd('trainer-path', log_file=sys.argv[2])\n")
     run([sys.executable, str(script), str(work), str(log)], cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(regular_install)})
     path = Path(log.read_text().strip())

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from nnunetv2_micd.benchmark.protocol import Protocol, ProtocolError, builtin_protocols, load_protocol
+from nnunetv2_micd.benchmark.records import expected_method_config, supersede_stale_runs
 from nnunetv2_micd.benchmark.report import gap_closed, group_runs
 from nnunetv2_micd.benchmark.results import ResultsError, empty_results, load_results, save_results, \
     schema_problems, validate
@@ -245,10 +246,10 @@ def test_labeled_lists_and_the_sources_held_out_split_reach_make_ssl_dataset(tmp
     runner = BenchmarkRunner(protocol, str(tmp_path / "work"))
     (tmp_path / "work" / "nnUNet_raw" / "Dataset800_ACDC").mkdir(parents=True)
     commands = []
-    runner.say = lambda text: None
-    runner.micd = lambda *args, **kwargs: commands.append([str(a) for a in args])
-    runner._make_dataset(6)
-    runner._make_dataset("all")
+    runner.shell.say = lambda text: None
+    runner.shell.micd = lambda *args, **kwargs: commands.append([str(a) for a in args])
+    runner.datasets.make_dataset(6)
+    runner.datasets.make_dataset("all")
     source = str(tmp_path / "work" / "nnUNet_raw" / "Dataset800_ACDC")
     assert commands[0][:5] == ["make-ssl-dataset", "-d", "Dataset800_ACDC", "-o", "Dataset810_ACDC"]
     assert commands[0][5:7] == ["--labeled-cases", f"{source}/labeled_3_patients.txt"]
@@ -272,41 +273,40 @@ def test_an_interrupted_import_of_the_source_is_done_again(tmp_path):
     path = tmp_path / "protocol.json"
     path.write_text(json.dumps({**protocol.values, "source": {"nnunet_raw_folder": str(source)}}))
     runner = BenchmarkRunner(load_protocol(str(path))[0], str(tmp_path / "work"))
-    runner.say = lambda text: None
+    runner.shell.say = lambda text: None
     target = tmp_path / "work" / "nnUNet_raw" / f"Dataset{protocol.values['source_dataset_id']:03d}_Tiny"
     (target / "imagesTr").mkdir(parents=True)  # killed while copying: no labels, no dataset.json
     (target / "imagesTr" / "half_copied.nii.gz").write_bytes(b"")
 
-    runner._import_source()
+    runner.datasets.import_source()
 
     assert sorted(p.name for p in target.iterdir()) == ["dataset.json", "imagesTr", "labelsTr"]
     assert [p.name for p in (target / "imagesTr").iterdir()] == ["case_000.nii.gz"]
     (source / "labelsTr" / "case_000.nii.gz").unlink()
-    runner._import_source()  # a finished import is kept as it is
+    runner.datasets.import_source()  # a finished import is kept as it is
     assert (target / "labelsTr" / "case_000.nii.gz").is_file()
 
 
 @pytest.mark.parametrize("processes", [None, "5"])
 def test_planning_and_import_use_nnUNet_def_n_proc_processes(tmp_path, monkeypatch, processes):
     """One process per core unless nnUNet_def_n_proc says otherwise: a GPU machine's cores preprocess faster."""
-    import nnunetv2_micd.benchmark.runner as runner_module
     if processes is None:
         monkeypatch.delenv("nnUNet_def_n_proc", raising=False)
     else:
         monkeypatch.setenv("nnUNet_def_n_proc", processes)
     commands = []
-    monkeypatch.setattr(runner_module, "run_command", lambda command, *args, **kwargs: commands.append(command))
     source = tmp_path / "Task04_Tiny"
     source.mkdir()
     runner = _runner(tmp_path, [{"trainers": ["nnUNetTrainerBudget"], "labeled": [10], "seeds": [0]}])
     runner.protocol.values["source"] = {"msd_task_folder": str(source)}
-    runner.say = runner.micd = lambda *args, **kwargs: None
+    runner.shell.run = lambda command, *args, **kwargs: commands.append(command)
+    runner.shell.say = runner.shell.micd = lambda *args, **kwargs: None
     raw = tmp_path / "work" / "nnUNet_raw"
     raw.mkdir(parents=True)
 
-    runner._import_source()
+    runner.datasets.import_source()
     (raw / "Dataset004_Tiny").mkdir()  # what the conversion would have made
-    runner._plan_source()
+    runner.datasets.plan_source()
 
     expected = processes or str(os.cpu_count())
     convert, plan = commands
@@ -329,16 +329,16 @@ def _preparing_runner(tmp_path, monkeypatch, cost_measured=True, all_finished=Fa
         calls["made"].append(labeled)
         count = 16 if labeled == "all" else labeled
         manifest = {"splits": {"labeled": cases[:count], "unlabeled": cases[count:16], "test": cases[16:]}}
-        folder = source.parent / runner.dataset_name(labeled)
+        folder = source.parent / runner.folder.dataset_name(labeled)
         folder.mkdir(exist_ok=True)
         (folder / "ssl_manifest.json").write_text(json.dumps(manifest))
 
     def plan_source():
         calls["planned"] += 1
 
-    monkeypatch.setattr(runner, "_make_dataset", make_dataset)
-    monkeypatch.setattr(runner, "_preprocess_dataset", calls["preprocessed"].append)
-    monkeypatch.setattr(runner, "_plan_source", plan_source)
+    monkeypatch.setattr(runner.datasets, "make_dataset", make_dataset)
+    monkeypatch.setattr(runner.datasets, "preprocess_dataset", calls["preprocessed"].append)
+    monkeypatch.setattr(runner.datasets, "plan_source", plan_source)
     results = empty_results(runner.protocol.values, LABELS)
     if cost_measured:
         cost = {"seconds_per_step": 1.0, "peak_memory_mib": 100.0}
@@ -347,9 +347,9 @@ def _preparing_runner(tmp_path, monkeypatch, cost_measured=True, all_finished=Fa
     for run in runner.protocol.runs if all_finished else []:  # evaluated on the test cases of the datasets above
         entry = {**_run(run.trainer, run.labeled), "case_mean_dice": {case: 0.8 for case in cases[16:]},
                  "num_test": 4}
-        entry["method_config"]["method"] = runner.expected_method_config(run)
+        entry["method_config"]["method"] = expected_method_config(runner.protocol, run)
         results["runs"][run.name] = entry
-    save_results(results, runner.results_file)
+    save_results(results, runner.folder.results_file)
     return runner, calls
 
 
@@ -358,11 +358,11 @@ def test_only_the_datasets_that_the_selected_runs_and_the_cost_need_are_made(tmp
     """``--only`` on a limited stretch of compute: no time spent preprocessing datasets its runs do not use."""
     runner, calls = _preparing_runner(tmp_path, monkeypatch, cost_measured)
     made = calls["made"]
-    runner.prepare(runner._select(["nnUNetTrainerBudget"])[-1:])  # the upper bound
+    runner.prepare(runner.select(["nnUNetTrainerBudget"])[-1:])  # the upper bound
     assert made == (["all"] if cost_measured else [5, "all"])  # the cost is measured on the smallest count
-    runner.prepare(runner._select(["nnUNetTrainerMICD"]))
+    runner.prepare(runner.select(["nnUNetTrainerMICD"]))
     assert made[-2:] == [5, 10] and made.count(5) == 1 + (not cost_measured)
-    assert runner.made_labeled_counts == [5, 10, "all"] and calls["preprocessed"] == made
+    assert runner.folder.made_labeled_counts == [5, 10, "all"] and calls["preprocessed"] == made
 
 
 def test_finished_runs_carried_to_a_new_work_folder_need_no_preprocessing(tmp_path, monkeypatch):
@@ -374,28 +374,30 @@ def test_finished_runs_carried_to_a_new_work_folder_need_no_preprocessing(tmp_pa
 
     (tmp_path / "changed").mkdir()
     runner, calls = _preparing_runner(tmp_path / "changed", monkeypatch, all_finished=True)
-    results = load_results(runner.results_file)
+    results = load_results(runner.folder.results_file)
     results["runs"]["nnUNetTrainerMICD__labeled10__seed0"]["method_config"]["method"]["lambda_max"] = 0.5
-    save_results(results, runner.results_file)
+    save_results(results, runner.folder.results_file)
     runner.prepare(runner.protocol.runs)
     assert calls == {"made": [5, 10, "all"], "planned": 1, "preprocessed": [10]}  # trained again, on 10
 
 
 def test_a_trainer_added_to_the_protocol_has_every_cost_measured_again(tmp_path):
-    runner = _runner(tmp_path, [{"trainers": ["nnUNetTrainerBudget", "nnUNetTrainerMICD"], "labeled": [10],
-                                 "seeds": [0]}])
-    runner.results = _results()
-    assert runner.cost_to_measure()
+    from nnunetv2_micd.benchmark.cost import cost_to_measure
+    protocol = _protocol_with(tmp_path, [{"trainers": ["nnUNetTrainerBudget", "nnUNetTrainerMICD"], "labeled": [10],
+                                          "seeds": [0]}])
+    results = _results()
+    assert cost_to_measure(results, protocol)
     cost = {"seconds_per_step": 1.0, "peak_rss_mib": 100.0}
-    runner.results["cost"] = {"device": "cpu", "steps": 10,
-                              "trainers": {"nnUNetTrainerBudget": cost, "nnUNetTrainerMICD": cost}}
-    assert not runner.cost_to_measure()
-    runner.protocol = _protocol_with(tmp_path, [{"trainers": ["nnUNetTrainerBudget", "nnUNetTrainerCPS"],
-                                                 "labeled": [10], "seeds": [0]}])
-    assert runner.cost_to_measure()
+    results["cost"] = {"device": "cpu", "steps": 10,
+                       "trainers": {"nnUNetTrainerBudget": cost, "nnUNetTrainerMICD": cost}}
+    assert not cost_to_measure(results, protocol)
+    protocol = _protocol_with(tmp_path, [{"trainers": ["nnUNetTrainerBudget", "nnUNetTrainerCPS"],
+                                          "labeled": [10], "seeds": [0]}])
+    assert cost_to_measure(results, protocol)
 
 
 def test_time_left_leaves_out_epochs_stretched_by_a_pause(tmp_path):
+    from nnunetv2_micd.benchmark.progress import estimated_seconds_left
     runner = _runner(tmp_path, [{"trainers": ["nnUNetTrainerBudget"], "labeled": [10], "seeds": [0, 1]}])
     _, to_do = runner.protocol.runs
     epochs = runner.protocol.budget["num_epochs"]
@@ -403,24 +405,27 @@ def test_time_left_leaves_out_epochs_stretched_by_a_pause(tmp_path):
     finished = _run()
     finished.update(train_seconds=3600.0 + 10.0 * epochs, predict_seconds=20.0)
     finished["curves"]["epoch_seconds"] = [3610.0 if e == 1 else 10.0 for e in range(epochs)]
-    runner.results = _results(finished)
-    assert runner.estimated_seconds_left([to_do]) == pytest.approx(10.0 * epochs + 20.0)
+    results = _results(finished)
+    assert estimated_seconds_left(results, runner.folder, [to_do]) == pytest.approx(10.0 * epochs + 20.0)
     del finished["curves"]["epoch_seconds"]  # recorded without epoch times: the wall time
-    assert runner.estimated_seconds_left([to_do]) == pytest.approx(3600.0 + 10.0 * epochs + 20.0)
+    assert estimated_seconds_left(_results(finished), runner.folder, [to_do]) == \
+        pytest.approx(3600.0 + 10.0 * epochs + 20.0)
 
 
 def test_a_changed_configuration_of_a_tag_is_refused_on_resume(tmp_path):
     group = {"trainers": ["nnUNetTrainerMICD"], "labeled": [10], "seeds": [0], "tag": "a"}
+    from nnunetv2_micd.benchmark.records import refuse_other_protocol
     recorded = _protocol_with(tmp_path, [{**group, "method_config": {"lambda_max": 0.3}}])
-    runner = _runner(tmp_path, [{**group, "method_config": {"lambda_max": 0.5}}])
-    runner.results = empty_results(recorded.values, LABELS)
-    runner._refuse_other_protocol(recorded.values)  # no run of tag 'a' has finished: its settings may still change
-    runner.results = _results({**_run("nnUNetTrainerMICD"), "method": "nnUNetTrainerMICD__a"})
+    protocol = _protocol_with(tmp_path, [{**group, "method_config": {"lambda_max": 0.5}}])
+    # no run of tag 'a' has finished: its settings may still change
+    refuse_other_protocol(empty_results(recorded.values, LABELS), protocol, "results.json")
+    finished = {**_results({**_run("nnUNetTrainerMICD"), "method": "nnUNetTrainerMICD__a"}),
+                "protocol": recorded.values}
     with pytest.raises(ProtocolError, match="method_config of tag 'a'"):
-        runner._refuse_other_protocol(recorded.values)
-    runner.protocol = _protocol_with(tmp_path, [{**group, "method_config": {"lambda_max": 0.3}},
-                                                {**group, "tag": "b", "method_config": {"lambda_max": 0.5}}])
-    runner._refuse_other_protocol(recorded.values)  # a tag added to the protocol is fine
+        refuse_other_protocol(finished, protocol, "results.json")
+    protocol = _protocol_with(tmp_path, [{**group, "method_config": {"lambda_max": 0.3}},
+                                         {**group, "tag": "b", "method_config": {"lambda_max": 0.5}}])
+    refuse_other_protocol(finished, protocol, "results.json")  # a tag added to the protocol is fine
 
 
 def test_only_selects_the_runs_of_the_named_methods(tmp_path):
@@ -429,13 +434,13 @@ def test_only_selects_the_runs_of_the_named_methods(tmp_path):
         {"trainers": ["nnUNetTrainerMICD"], "labeled": [10], "seeds": [0], "tag": "l3",
          "method_config": {"lambda_max": 0.3}},
     ])
-    assert {r.name for r in runner._select(["nnUNetTrainerBudget"])} == {
+    assert {r.name for r in runner.select(["nnUNetTrainerBudget"])} == {
         "nnUNetTrainerBudget__labeled10__seed0", "nnUNetTrainerBudget__labeled10__seed1"}
-    assert [r.name for r in runner._select(["nnUNetTrainerMICD__l3"])] == ["nnUNetTrainerMICD__l3__labeled10__seed0"]
-    assert len(runner._select(["nnUNetTrainerMICD"])) == 3  # a trainer's name takes its tagged runs too
-    assert runner._select(None) == runner.protocol.runs
+    assert [r.name for r in runner.select(["nnUNetTrainerMICD__l3"])] == ["nnUNetTrainerMICD__l3__labeled10__seed0"]
+    assert len(runner.select(["nnUNetTrainerMICD"])) == 3  # a trainer's name takes its tagged runs too
+    assert runner.select(None) == runner.protocol.runs
     with pytest.raises(ProtocolError, match="the protocol's methods are"):
-        runner._select(["nnUNetTrainerMICDX"])
+        runner.select(["nnUNetTrainerMICDX"])
 
 
 def test_a_run_trained_under_other_defaults_is_kept_aside_and_redone(tmp_path):
@@ -443,21 +448,21 @@ def test_a_run_trained_under_other_defaults_is_kept_aside_and_redone(tmp_path):
         {"trainers": ["nnUNetTrainerBudget", "nnUNetTrainerMICD", "nnUNetTrainerCPS"], "labeled": [10], "seeds": [0]},
     ])
     budget, micd_run, cps = runner.protocol.runs
-    current = {run: {"trainer": run.trainer, "budget": {}, "method": runner.expected_method_config(run)}
+    current = {run: {"trainer": run.trainer, "budget": {}, "method": expected_method_config(runner.protocol, run)}
                for run in (micd_run, cps)}
     assert current[cps]["method"]["mask_ratio"] == 0.0  # the variant's fixed fields are part of it
     stale = {**current[micd_run], "method": {**current[micd_run]["method"], "lambda_max": 0.05}}
-    runner.results = _results({**_run(), "method_config": {"trainer": "nnUNetTrainerBudget", "budget": {}}},
-                              {**_run("nnUNetTrainerMICD"), "method_config": stale},
-                              {**_run("nnUNetTrainerCPS"), "method_config": current[cps]})
-    runner.results_file = str(tmp_path / "results.json")
+    results = _results({**_run(), "method_config": {"trainer": "nnUNetTrainerBudget", "budget": {}}},
+                       {**_run("nnUNetTrainerMICD"), "method_config": stale},
+                       {**_run("nnUNetTrainerCPS"), "method_config": current[cps]})
+    runner.folder.results_file = str(tmp_path / "results.json")
     (tmp_path / "work" / "runs" / micd_run.name).mkdir(parents=True)
     (tmp_path / "work" / "runs" / micd_run.name / "train.log").write_text("old")
 
-    runner._supersede_stale_runs()
+    supersede_stale_runs(results, runner.folder, lambda text: None)
 
-    assert set(runner.results["runs"]) == {budget.name, cps.name}
-    (kept_as, entry), = runner.results["superseded"].items()
+    assert set(results["runs"]) == {budget.name, cps.name}
+    (kept_as, entry), = results["superseded"].items()
     assert kept_as == f"{micd_run.name}__20261125000000" and entry["method_config"] == stale
     assert (tmp_path / "work" / "superseded" / kept_as / "train.log").read_text() == "old"
     assert not (tmp_path / "work" / "runs" / micd_run.name).exists()
@@ -627,20 +632,21 @@ def test_micd_compare_tests_two_runs_of_a_results_file(tmp_path, capsys):
 
 
 def test_time_left_comes_from_finished_runs_then_from_measured_steps(tmp_path):
+    from nnunetv2_micd.benchmark.progress import estimated_seconds_left
     runner = _runner(tmp_path, [
         {"trainers": ["nnUNetTrainerBudget", "nnUNetTrainerMICD", "nnUNetTrainerCPS"], "labeled": [10],
          "seeds": [0, 1]},
     ])
     steps = runner.protocol.total_steps
-    runner.results = _results({**_run(), "train_seconds": 100.0, "predict_seconds": 20.0})
-    unfinished = [run for run in runner.protocol.runs if run.name not in runner.results["runs"]]
-    assert runner.estimated_seconds_left(unfinished) is None  # nothing known of MICD and CPS
-    runner.results["cost"] = {"device": "cpu", "steps": 10, "trainers": {
+    results = _results({**_run(), "train_seconds": 100.0, "predict_seconds": 20.0})
+    unfinished = [run for run in runner.protocol.runs if run.name not in results["runs"]]
+    assert estimated_seconds_left(results, runner.folder, unfinished) is None  # nothing known of MICD and CPS
+    results["cost"] = {"device": "cpu", "steps": 10, "trainers": {
         "nnUNetTrainerBudget": {"seconds_per_step": 0.01, "peak_memory_mib": 1.0},
         "nnUNetTrainerMICD": {"seconds_per_step": 0.1, "peak_memory_mib": 1.0},
         "nnUNetTrainerCPS": {"seconds_per_step": 0.05, "peak_memory_mib": 1.0}}}
     # Budget seed 1 like its finished seed 0; MICD and CPS (two seeds each) from their step times
-    assert runner.estimated_seconds_left(unfinished) == pytest.approx(120 + 2 * (0.1 + 0.05) * steps)
+    assert estimated_seconds_left(results, runner.folder, unfinished) == pytest.approx(120 + 2 * (0.1 + 0.05) * steps)
 
 
 def test_status_tells_each_run_s_state_and_counts_only_the_epochs_left(tmp_path, capsys):
@@ -650,7 +656,7 @@ def test_status_tells_each_run_s_state_and_counts_only_the_epochs_left(tmp_path,
     runs = {run.name: run for run in runner.protocol.runs}
     micd0 = runs["nnUNetTrainerMICD__labeled10__seed0"]
     stale = {"trainer": micd0.trainer, "budget": {},
-             "method": {**runner.expected_method_config(micd0), "lambda_max": 0.05}}
+             "method": {**expected_method_config(runner.protocol, micd0), "lambda_max": 0.05}}
     results = _results({**_run(), "train_seconds": 100.0, "predict_seconds": 20.0, "mean_dice": 0.8123},
                        {**_run("nnUNetTrainerMICD"), "method_config": stale})
     results["protocol"] = runner.protocol.values
@@ -756,18 +762,18 @@ def _train_with_a_stand_in(tmp_path, time_limit, epochs, epoch_seconds):
     runner = BenchmarkRunner(_protocol_with(tmp_path, [{"trainers": ["nnUNetTrainerBudget"], "labeled": [10],
                                                         "seeds": [0]}]), str(tmp_path / "work"), "cpu",
                              time_limit=time_limit)
-    runner.environment["PATH"] = f"{bin_folder}{os.pathsep}{os.environ['PATH']}"
+    runner.shell.environment["PATH"] = f"{bin_folder}{os.pathsep}{os.environ['PATH']}"
     run = runner.protocol.runs[0]
-    os.makedirs(os.path.join(runner.raw, "Dataset004_Hippocampus"))  # the model folder is named after it
-    with WorkFolderLock(runner.work) as runner.lock:
-        seconds = runner._train(run, runner.run_environment(run), runner.model_folder(run))
-    log = (Path(runner.run_folder(run)) / "train.log").read_text()
-    return runner, seconds, log
+    os.makedirs(os.path.join(runner.folder.raw, "Dataset004_Hippocampus"))  # the model folder is named after it
+    with WorkFolderLock(runner.folder.path) as lock:
+        seconds, finished = runner.executor.train(run, runner.executor.run_environment(run), lock)
+    log = (Path(runner.folder.run_folder(run)) / "train.log").read_text()
+    return finished, seconds, log
 
 
 def test_a_time_limit_stops_the_training_at_the_start_of_an_epoch_that_would_end_after_it(tmp_path):
-    runner, seconds, log = _train_with_a_stand_in(tmp_path, time_limit=1.5, epochs=50, epoch_seconds=0.3)
-    assert runner.stopped_at_time_limit
+    finished, seconds, log = _train_with_a_stand_in(tmp_path, time_limit=1.5, epochs=50, epoch_seconds=0.3)
+    assert not finished
     assert log.rstrip().endswith("interrupted")  # stopped as Ctrl-C would, so nnU-Net keeps its last checkpoint
     epochs_started = log.count(": Epoch ")
     assert 3 <= epochs_started <= 6  # the epoch that would have ended after 1.5 s was stopped at its start
@@ -775,8 +781,8 @@ def test_a_time_limit_stops_the_training_at_the_start_of_an_epoch_that_would_end
 
 
 def test_without_reaching_the_time_limit_the_training_runs_to_its_end(tmp_path):
-    runner, _, log = _train_with_a_stand_in(tmp_path, time_limit=600, epochs=4, epoch_seconds=0.05)
-    assert not runner.stopped_at_time_limit
+    finished, _, log = _train_with_a_stand_in(tmp_path, time_limit=600, epochs=4, epoch_seconds=0.05)
+    assert finished
     assert log.count(": Epoch ") == 4 and log.rstrip().endswith("finished")
 
 
