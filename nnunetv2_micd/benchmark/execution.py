@@ -15,11 +15,12 @@ from batchgenerators.utilities.file_and_folder_operations import isdir, isfile, 
 import nnunetv2_micd
 from nnunetv2_micd.benchmark.lock import WorkFolderLock
 from nnunetv2_micd.benchmark.protocol import RunSpec
-from nnunetv2_micd.benchmark.results import CURVE_KEYS, dice_from_summary, literature_from_summary, save_results
+from nnunetv2_micd.benchmark.results import CURVE_KEYS, save_results
 from nnunetv2_micd.benchmark.shell import BenchmarkShell, format_duration
 from nnunetv2_micd.benchmark.work_folder import EPOCH_LINE
 from nnunetv2_micd.commands import prediction_workers
 from nnunetv2_micd.evaluation.literature_metrics import LITERATURE_SUMMARY_FILE
+from nnunetv2_micd.evaluation.summaries import dice_from_summary, literature_from_summary
 from nnunetv2_micd.method.config import TrainingBudget
 from nnunetv2_micd.training.nnUNetTrainerBudget import EFFECTIVE_CONFIG_FILE
 

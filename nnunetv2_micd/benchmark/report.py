@@ -18,7 +18,8 @@ import numpy as np
 from scipy.stats import t as student_t, wilcoxon
 
 from nnunetv2_micd.benchmark.protocol import ALL_LABELED, LABELED_ONLY_TRAINER, Protocol
-from nnunetv2_micd.benchmark.results import dice_from_summary, load_results, memory_measure
+from nnunetv2_micd.benchmark.results import load_results, memory_measure
+from nnunetv2_micd.evaluation.summaries import dice_from_summary
 from nnunetv2_micd.errors import DataError, UsageError
 from nnunetv2_micd.plotting import grouped_bars, save_figure
 from nnunetv2_micd.tables import markdown_table

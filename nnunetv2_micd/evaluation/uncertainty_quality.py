@@ -15,7 +15,7 @@ import numpy as np
 from batchgenerators.utilities.file_and_folder_operations import load_json
 from scipy.stats import spearmanr
 
-from nnunetv2_micd.benchmark.results import dice_from_summary
+from nnunetv2_micd.evaluation.summaries import dice_from_summary
 from nnunetv2_micd.errors import DataError
 
 

@@ -569,7 +569,7 @@ def _summary_file(path, per_case):
 
 
 def test_dice_from_summary_averages_each_case_over_the_classes_present(tmp_path):
-    from nnunetv2_micd.benchmark.results import dice_from_summary
+    from nnunetv2_micd.evaluation.summaries import dice_from_summary
     nan = float("nan")
     fields = dice_from_summary(_summary_file(tmp_path / "summary.json",
                                              {"a": (0.8, 0.6), "b": (0.9, nan), "c": (nan, nan)}))
@@ -582,7 +582,7 @@ def test_dice_from_summary_averages_each_case_over_the_classes_present(tmp_path)
                                                   ("/ref/case.1.nii.gz", "case.1"), ("/ref/case.2.nii", "case.2"),
                                                   ("ref/slice.3.png", "slice.3"), ("a.b.tiff", "a.b")])
 def test_case_name_removes_only_the_file_ending(image_file, expected):
-    from nnunetv2_micd.benchmark.results import case_name
+    from nnunetv2_micd.evaluation.summaries import case_name
     assert case_name(image_file) == expected
 
 
