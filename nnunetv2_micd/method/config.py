@@ -16,6 +16,7 @@ from nnunetv2_micd.errors import MicdError
 
 CLASS_WEIGHTING_MODES = ("dhc", "none")
 CMD_MODES = ("own", "cross")
+BRANCH_B_INITS = ("pytorch", "nnunet")
 INFERENCE_MODES = ("ensemble", "student_a", "teachers")
 
 
@@ -32,7 +33,8 @@ def _is_positive_int(value) -> bool:
 
 
 #: what a field of each annotated type must hold
-FIELD_TYPES = {float: ("a number", _is_number), str: ("a string", lambda value: isinstance(value, str))}
+FIELD_TYPES = {float: ("a number", _is_number), str: ("a string", lambda value: isinstance(value, str)),
+               bool: ("true or false", lambda value: isinstance(value, bool))}
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,12 @@ class MICDConfig(SemiSupervisedConfig):
     class_weight_momentum: float = 0.99
     #: CMD: each student follows its own teacher ("own") or the other branch's teacher ("cross")
     cmd_mode: str = "own"
+    #: MCPC and CMD learn only from pseudo-labels whose top class probability reaches this (0: from all)
+    confidence_threshold: float = 0.0
+    #: CFC compares each voxel's features standardised over the channels (false: the raw features, as the paper)
+    cfc_standardise: bool = False
+    #: branch B's initial weights: PyTorch's defaults (as the paper) or nnU-Net's, as branch A has
+    branch_b_init: str = "pytorch"
     #: prediction: average of both students' logits, student A alone, or the average of both teachers
     inference_mode: str = "ensemble"
 
@@ -153,9 +161,9 @@ class MICDConfig(SemiSupervisedConfig):
         problems = super().problems()
         problems += [f"{name} must be >= 0, got {getattr(self, name)}"
                      for name in ("weight_mcpc", "weight_cfc", "weight_cmd") if not getattr(self, name) >= 0]
-        problems += _fraction_problems(self, ("mask_ratio", "class_weight_momentum"))
+        problems += _fraction_problems(self, ("mask_ratio", "class_weight_momentum", "confidence_threshold"))
         for name, allowed in (("class_weighting", CLASS_WEIGHTING_MODES), ("cmd_mode", CMD_MODES),
-                              ("inference_mode", INFERENCE_MODES)):
+                              ("inference_mode", INFERENCE_MODES), ("branch_b_init", BRANCH_B_INITS)):
             if getattr(self, name) not in allowed:
                 problems.append(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.mask_block_size is not None and (

@@ -5,6 +5,10 @@ import torch
 import torch.nn.functional as F
 
 
+#: the target of a voxel that the cross-entropy leaves out (torch's default ignore index)
+IGNORE_LABEL = -100
+
+
 @torch.no_grad()
 def hard_pseudo_label(logits: torch.Tensor) -> torch.Tensor:
     """Argmax over the channel axis, (B, *spatial) long. Detached: pseudo-labels are targets, never trained.
@@ -15,15 +19,26 @@ def hard_pseudo_label(logits: torch.Tensor) -> torch.Tensor:
     return logits.movedim(1, -1).contiguous().argmax(dim=-1)
 
 
+@torch.no_grad()
+def ignore_unconfident(labels: torch.Tensor, logits: torch.Tensor, threshold: float) -> torch.Tensor:
+    """``labels`` (the hard pseudo-labels of ``logits``) with :data:`IGNORE_LABEL` wherever the top class
+    probability is below ``threshold``: early in training most pseudo-labels are wrong, and the confident ones
+    are the likelier to be right."""
+    confidence = logits.movedim(1, -1).float().softmax(dim=-1).amax(dim=-1)
+    return labels.masked_fill(confidence < threshold, IGNORE_LABEL)
+
+
 def weighted_cross_entropy(logits: torch.Tensor,
                            target: torch.Tensor,
                            class_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Cross-entropy against a long target (B, *spatial).
+    """Cross-entropy against a long target (B, *spatial), leaving out voxels labeled :data:`IGNORE_LABEL`.
 
     With class weights the mean is normalised by the summed weights of the target voxels (torch's convention), so
-    the loss scale does not depend on how the weights are normalised.
+    the loss scale does not depend on how the weights are normalised. With every voxel left out it is 0 (and no
+    gradient), not torch's 0/0.
     """
-    return F.cross_entropy(logits, target, weight=class_weights)
+    loss = F.cross_entropy(logits, target, weight=class_weights, ignore_index=IGNORE_LABEL)
+    return torch.where((target != IGNORE_LABEL).any(), loss, torch.zeros_like(loss))
 
 
 def mcpc_loss(masked_logits_a: torch.Tensor,
@@ -52,8 +67,19 @@ def symmetric_kl(features_a: torch.Tensor, features_b: torch.Tensor) -> torch.Te
     return 0.5 * ((log_p.exp() - log_q.exp()) * (log_p - log_q)).sum(dim=1).mean()
 
 
-def cfc_loss(features_a: Sequence[torch.Tensor], features_b: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Cross feature consistency: symmetric KL between matching stages of the two branches, averaged over stages.
+def standardise_channels(features: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Each voxel's feature vector to zero mean and unit variance over the channels. The softmax of features whose
+    scale shrinks tends to uniform, so a symmetric KL between raw features falls as both branches shrink their
+    features, aligned or not; between standardised ones it does not."""
+    mean = features.mean(dim=1, keepdim=True)
+    variance = features.var(dim=1, unbiased=False, keepdim=True)
+    return (features - mean) / torch.sqrt(variance + eps)
+
+
+def cfc_loss(features_a: Sequence[torch.Tensor], features_b: Sequence[torch.Tensor],
+             standardise: bool = False) -> torch.Tensor:
+    """Cross feature consistency: symmetric KL between matching stages of the two branches, averaged over stages;
+    with ``standardise`` between the features standardised per voxel (:func:`standardise_channels`).
 
     Both branches receive gradients, pulling their representations towards each other.
     """
@@ -64,19 +90,20 @@ def cfc_loss(features_a: Sequence[torch.Tensor], features_b: Sequence[torch.Tens
     for stage, (a, b) in enumerate(zip(features_a, features_b)):
         if a.shape != b.shape:
             raise ValueError(f"Stage {stage}: feature shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
+    if standardise:
+        features_a, features_b = ([standardise_channels(f) for f in features] for features in (features_a, features_b))
     return torch.stack([symmetric_kl(a, b) for a, b in zip(features_a, features_b)]).mean()
 
 
 def cmd_loss(student_logits_a: torch.Tensor,
              student_logits_b: torch.Tensor,
-             teacher_logits_a: torch.Tensor,
-             teacher_logits_b: torch.Tensor) -> torch.Tensor:
-    """Cross model discrepancy: student a (b) fits the hard prediction of the teacher given for it.
-
-    No gradient reaches the teachers.
+             teacher_label_a: torch.Tensor,
+             teacher_label_b: torch.Tensor) -> torch.Tensor:
+    """Cross model discrepancy: student a (b) fits the hard pseudo-label of the teacher given for it
+    (:func:`hard_pseudo_label` of the teacher's logits). No gradient reaches the teachers.
     """
-    return (weighted_cross_entropy(student_logits_a, hard_pseudo_label(teacher_logits_a))
-            + weighted_cross_entropy(student_logits_b, hard_pseudo_label(teacher_logits_b)))
+    return (weighted_cross_entropy(student_logits_a, teacher_label_a)
+            + weighted_cross_entropy(student_logits_b, teacher_label_b))
 
 
 def softmax_mse_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:

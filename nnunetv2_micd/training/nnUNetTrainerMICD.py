@@ -14,7 +14,7 @@ from torch import nn
 from nnunetv2_micd.method.class_weighting import DifficultyAwareWeights, DistributionAwareWeights
 from nnunetv2_micd.method.config import ConfigError, MICDConfig
 from nnunetv2_micd.method.ema import create_ema_teacher
-from nnunetv2_micd.method.losses import cfc_loss, cmd_loss, hard_pseudo_label, mcpc_loss
+from nnunetv2_micd.method.losses import cfc_loss, cmd_loss, hard_pseudo_label, ignore_unconfident, mcpc_loss
 from nnunetv2_micd.method.masking import apply_mask, default_block_size, random_block_mask
 from nnunetv2_micd.method.networks import DecoderFeatureRecorder, DualBranchNetwork, build_branches
 from nnunetv2_micd.training.nnUNetTrainerSemiSupervised import StepLosses, first_samples, highest_resolution, \
@@ -61,6 +61,9 @@ class nnUNetTrainerMICD(nnUNetTrainerSemiSupervised):
         super().initialize()
         network = self.dual_network
         network.use_branch_b.fill_(self.method_config.inference_mode != "student_a")
+        if self.method_config.branch_b_init == "nnunet":  # before the teachers copy it
+            branch_b = network.branches[1]
+            branch_b.apply(branch_b.initialize)
         if self.method_config.uses_teachers:  # first: a deep copy would also copy the feature hooks
             self.teachers = [create_ema_teacher(branch) for branch in network.branches]
             for teacher in self.teachers:
@@ -110,20 +113,30 @@ class nnUNetTrainerMICD(nnUNetTrainerSemiSupervised):
             weights_a, weights_b = ((self.class_weights_a.weights.to(x.device),
                                      self.class_weights_b.weights.to(x.device))
                                     if config.class_weighting == "dhc" else (None, None))
-            unsupervised["mcpc"] = mcpc_loss(*masked_logits, *pseudo_labels, weights_a, weights_b)
+            unsupervised["mcpc"] = mcpc_loss(*masked_logits, *self._targets(pseudo_labels, logits), weights_a,
+                                             weights_b)
         if config.weight_cfc > 0:
-            unsupervised["cfc"] = cfc_loss(*(recorder.take() for recorder in self.feature_recorders))
+            unsupervised["cfc"] = cfc_loss(*(recorder.take() for recorder in self.feature_recorders),
+                                           standardise=config.cfc_standardise)
         if self.teachers_predict:
             with torch.no_grad():
                 teacher_logits = [teacher(unlabeled) for teacher in self.teachers]
+            teacher_labels = self._targets([hard_pseudo_label(t) for t in teacher_logits], teacher_logits)
             if config.cmd_mode == "cross":
-                teacher_logits = teacher_logits[::-1]
-            unsupervised["cmd"] = cmd_loss(logits[0][num_labeled:], logits[1][num_labeled:], *teacher_logits)
+                teacher_labels = teacher_labels[::-1]
+            unsupervised["cmd"] = cmd_loss(logits[0][num_labeled:], logits[1][num_labeled:], *teacher_labels)
         unlabeled_a, unlabeled_b = (p[num_labeled:] for p in pseudo_labels)
         update = partial(self._update_class_weights, logits[0][:num_labeled], target, unlabeled_b) \
             if config.class_weighting == "dhc" else None
         return StepLosses(supervised, unsupervised, {"disagreement": (unlabeled_a != unlabeled_b).float().mean()},
                           update)
+
+    def _targets(self, pseudo_labels: List[torch.Tensor], logits: List[torch.Tensor]) -> List[torch.Tensor]:
+        """The pseudo-labels the unsupervised terms learn from: all, or only the confident ones."""
+        threshold = self.method_config.confidence_threshold
+        if threshold == 0:
+            return pseudo_labels
+        return [ignore_unconfident(labels, l, threshold) for labels, l in zip(pseudo_labels, logits)]
 
     @torch.no_grad()
     def _update_class_weights(self, labeled_logits_a: torch.Tensor, target,

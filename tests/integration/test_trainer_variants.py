@@ -188,6 +188,26 @@ def test_a_mask_block_of_another_dimension_stops_at_initialisation(environment, 
         trainer.initialize()
 
 
+def _zeroed_norms(network):
+    """Norm layers whose scale is exactly 0: nnU-Net's initialisation zeroes the last norm of each residual block."""
+    return [m for m in network.modules() if isinstance(m, torch.nn.modules.instancenorm._InstanceNorm)
+            and m.weight is not None and bool(torch.all(m.weight == 0))]
+
+
+def test_the_method_switches_train_and_branch_b_can_start_from_nnUNets_initialisation(environment, tmp_path,
+                                                                                        monkeypatch):
+    trainer = _trainer(environment, "nnUNetTrainerMICD")
+    trainer.initialize()
+    assert not _zeroed_norms(trainer.dual_network.branches[1])  # PyTorch's default, as the paper
+    _use_method_config(monkeypatch, tmp_path, {"branch_b_init": "nnunet", "confidence_threshold": 0.6,
+                                               "cfc_standardise": True, "cmd_mode": "cross"})
+    trainer = _trainer(environment, "nnUNetTrainerMICD")
+    trainer.initialize()
+    assert _zeroed_norms(trainer.dual_network.branches[1]) and _zeroed_norms(trainer.teachers[1])
+    outputs = _one_step(trainer)
+    assert np.isfinite(outputs["loss"]) and all(np.isfinite(outputs[k]) for k in ("loss_mcpc", "loss_cfc", "loss_cmd"))
+
+
 def test_micd_trains_a_2d_configuration(environment):
     trainer = _trainer(environment, "nnUNetTrainerMICD", "2d")
     outputs = _one_step(trainer)

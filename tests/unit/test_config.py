@@ -24,6 +24,9 @@ def test_defaults_are_valid_and_round_trip():
     ({"cmd_mode": 1}, "cmd_mode must be a string, got 1"),
     ({"unlabeled_batch_size": True}, "unlabeled_batch_size must be null or a positive integer, got True"),
     ({"mask_block_size": [4, True, 4]}, "mask_block_size must be null or a list of positive integers"),
+    ({"confidence_threshold": 1.2}, r"confidence_threshold must be in \[0, 1\]"),
+    ({"cfc_standardise": 1}, "cfc_standardise must be true or false, got 1"),
+    ({"branch_b_init": "he"}, "branch_b_init must be one of"),
 ])
 def test_bad_values_are_named(values, message):
     with pytest.raises(ConfigError, match=message):

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from nnunetv2_micd.method.losses import (cfc_loss, cmd_loss, hard_pseudo_label, mcpc_loss, symmetric_kl,
-                                         weighted_cross_entropy)
+from nnunetv2_micd.method.losses import (IGNORE_LABEL, cfc_loss, cmd_loss, hard_pseudo_label, ignore_unconfident,
+                                         mcpc_loss, standardise_channels, symmetric_kl, weighted_cross_entropy)
 
 LOG2, LOG3 = math.log(2), math.log(3)
 # two voxels with two classes, laid out as 2D (1, 2, 2, 1) or 3D (1, 2, 1, 2, 1)
@@ -130,9 +130,40 @@ def test_cmd_loss_value_and_no_gradient_into_teachers(dims):
     # b vs [0, 0]: (-log(3/4) + log 2) / 2 = 1.5 log 2 - 0.5 log 3
     # (pairing a with teacher b and b with teacher a would give 3 log 2 - log 3 instead)
     expected = 3 * LOG2 - 0.5 * LOG3
-    loss = cmd_loss(student_a, student_b, teacher_a, teacher_b)
+    loss = cmd_loss(student_a, student_b, hard_pseudo_label(teacher_a), hard_pseudo_label(teacher_b))
     assert loss.item() == pytest.approx(expected, rel=1e-6)
 
     loss.backward()
     assert student_a.grad.abs().sum() > 0 and student_b.grad.abs().sum() > 0
     assert teacher_a.grad is None and teacher_b.grad is None
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_unconfident_pseudo_labels_are_left_out_of_the_cross_entropy(dims):
+    # voxel 0: softmax([0, 0]) has top probability 1/2; voxel 1: softmax([log 3, 0]) has 3/4
+    logits = _logits(dims, [[0., 0.], [LOG3, 0.]], requires_grad=True)
+    labels = ignore_unconfident(hard_pseudo_label(logits), logits, threshold=0.7)
+    assert labels.flatten().tolist() == [IGNORE_LABEL, 0]
+    # only voxel 1 counts: -log(3/4), not the mean with voxel 0's log 2
+    assert weighted_cross_entropy(logits, labels).item() == pytest.approx(LOG2 * 2 - LOG3, rel=1e-6)
+
+
+def test_a_batch_without_a_confident_pseudo_label_teaches_nothing():
+    logits = _logits(2, [[0., 0.], [LOG3, 0.]], requires_grad=True)
+    labels = ignore_unconfident(hard_pseudo_label(logits), logits, threshold=0.9)
+    loss = weighted_cross_entropy(logits, labels, torch.tensor([1., 3.]))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(logits.grad, torch.zeros_like(logits))  # not torch's 0/0
+
+
+def test_standardised_cfc_cannot_be_lowered_by_shrinking_the_features():
+    torch.manual_seed(0)
+    features_a, features_b = torch.randn(2, 8, 4, 4), torch.randn(2, 8, 4, 4)
+    raw = cfc_loss([features_a], [features_b])
+    standardised = cfc_loss([features_a], [features_b], standardise=True)
+    assert cfc_loss([0.01 * features_a], [0.01 * features_b]).item() < 0.01 * raw.item()  # no alignment needed
+    shrunk = cfc_loss([0.01 * features_a], [0.01 * features_b], standardise=True)
+    assert shrunk.item() == pytest.approx(standardised.item(), rel=1e-3)
+    voxel = standardise_channels(features_a)[0, :, 1, 2]
+    assert voxel.mean().item() == pytest.approx(0.0, abs=1e-6) and voxel.std(unbiased=False).item() == \
+        pytest.approx(1.0, rel=1e-4)
