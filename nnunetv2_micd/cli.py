@@ -17,7 +17,8 @@ def _cmd_trainer_path(args) -> None:
 
 def _cmd_make_ssl_dataset(args) -> None:
     from nnunetv2_micd.dataset_conversion.ssl_split import make_ssl_dataset
-    make_ssl_dataset(args.d, args.o, args.labeled, args.test, args.seed, args.overwrite, args.labeled_cases)
+    make_ssl_dataset(args.d, args.o, args.labeled, args.test, args.seed, args.overwrite, args.labeled_cases,
+                     args.test_cases)
 
 
 def _cmd_check_dataset(args) -> None:
@@ -209,8 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
                                            "--seed")
     labeled.add_argument("--labeled-cases", help="the cases to label: a file with one case id per line, or a "
                                                  "comma-separated list")
-    p.add_argument("--test", default=None, help="number or percentage of cases held out as imagesTs/labelsTs "
-                                                "(default: the source's own imagesTs/labelsTs, if it has them)")
+    test = p.add_mutually_exclusive_group()
+    test.add_argument("--test", default=None, help="number or percentage of cases held out as imagesTs/labelsTs "
+                                                   "(default: the source's own imagesTs/labelsTs, if it has them)")
+    test.add_argument("--test-cases", default=None,
+                      help="training cases to hold out as imagesTs/labelsTs (a file or a comma-separated list), for "
+                           "choosing settings without the source's own held-out cases, which are then left out")
     p.add_argument("--seed", type=int, default=0, help="seed of the split (splits are nested for one seed)")
     p.add_argument("--overwrite", action="store_true", help="replace the new dataset if it exists")
     p.set_defaults(func=_cmd_make_ssl_dataset)

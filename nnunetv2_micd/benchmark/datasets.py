@@ -44,6 +44,9 @@ class DatasetMaker:
             folders = ("imagesTr", "labelsTr") + (("imagesTs", "labelsTs") if self.protocol.test_from_source else ())
             for folder in folders:
                 shutil.copytree(join(path, folder), join(target, folder))
+            for case_list in self.protocol.case_lists:
+                if isfile(join(path, case_list)):
+                    shutil.copy(join(path, case_list), target)
             shutil.copy(join(path, "dataset.json"), target)
 
     def plan_source(self) -> None:
@@ -72,7 +75,10 @@ class DatasetMaker:
         labeled_list = self.protocol.labeled_list(labeled)
         labeled_option = ["--labeled-cases", join(self.folder.raw, self.folder.source_name, labeled_list)] \
             if labeled_list else ["--labeled", "100%" if labeled == ALL_LABELED else labeled]
-        test_option = [] if self.protocol.test_from_source else ["--test", self.protocol.values["test_cases"]]
+        test_list = self.protocol.test_list
+        test_option = [] if self.protocol.test_from_source else \
+            ["--test-cases", join(self.folder.raw, self.folder.source_name, test_list)] if test_list else \
+            ["--test", self.protocol.values["test_cases"]]
         self.shell.micd("make-ssl-dataset", "-d", self.folder.source_name, "-o", name, *labeled_option,
                         *test_option, "--seed", self.protocol.values["split_seed"])
 

@@ -35,9 +35,11 @@ non-test case labeled, the fully supervised upper bound), all made from one seed
 nested and the test cases are the same. ``labeled_lists`` names, for a labeled count, a file of the imported source
 dataset that lists its labeled cases instead (``{"6": "labeled_3_patients.txt"}``: the literature's patients).
 Runs are expanded group by group (seeds, then labeled counts, then trainers) and executed in that order, so the runs
-that give evidence early go first. ``test_cases`` is the number of held-out cases, or ``"source"`` for the source's
-own held-out split (ACDC's validation patients); ``"held_out": "validation"`` names them so in logs and reports of a
-protocol that chooses hyper-parameters (default ``"test"``).
+that give evidence early go first. ``test_cases`` is the number of held-out cases, ``"source"`` for the source's
+own held-out split (ACDC's validation patients), or a file of the imported source that lists the training cases to
+hold out instead (``"tuning_patients.txt"``: the source's own held-out cases are then left out altogether);
+``"held_out": "validation"`` names them so in logs and reports of a protocol that chooses hyper-parameters (default
+``"test"``).
 """
 import json
 import os
@@ -181,10 +183,21 @@ class Protocol:
         """Whether the held-out cases are the source's own (imagesTs/labelsTs) rather than drawn from its cases."""
         return self.values["test_cases"] == SOURCE_HELD_OUT
 
+    @property
+    def test_list(self) -> Optional[str]:
+        """The file of the source dataset naming the training cases to hold out, when the protocol gives one."""
+        test_cases = self.values["test_cases"]
+        return test_cases if isinstance(test_cases, str) and test_cases != SOURCE_HELD_OUT else None
+
     def labeled_list(self, labeled: Labeled) -> Optional[str]:
         """The file of the source dataset naming the labeled cases of ``labeled``, when the protocol gives one
         (the literature's labeled patients); otherwise they are drawn with the split seed."""
         return self.values.get("labeled_lists", {}).get(str(labeled))
+
+    @property
+    def case_lists(self) -> List[str]:
+        """Every file of the source dataset that the protocol names (labeled and held-out cases)."""
+        return list(self.values.get("labeled_lists", {}).values()) + ([self.test_list] if self.test_list else [])
 
     def dataset_id(self, labeled: Labeled) -> int:
         return self.values["first_dataset_id"] + self.labeled_counts.index(labeled)
@@ -212,12 +225,14 @@ def _check(values: dict) -> None:
             problems.append(f"{key} must be a dataset id in [1, 999], got {values[key]!r}")
     if not (isinstance(values["split_seed"], int) and values["split_seed"] >= 0):
         problems.append(f"split_seed must be an integer >= 0, got {values['split_seed']!r}")
-    if not (values["test_cases"] == SOURCE_HELD_OUT or isinstance(values["test_cases"], int)
-            and values["test_cases"] >= 0):
-        problems.append(f"test_cases must be an integer >= 0 or {SOURCE_HELD_OUT!r}, got {values['test_cases']!r}")
-    if "acdc_folder" in source and values["test_cases"] != SOURCE_HELD_OUT:
+    test_cases = values["test_cases"]
+    if not (isinstance(test_cases, str) and test_cases or isinstance(test_cases, int) and not
+            isinstance(test_cases, bool) and test_cases >= 0):
+        problems.append(f"test_cases must be an integer >= 0, {SOURCE_HELD_OUT!r} or a case list file of the source, "
+                        f"got {test_cases!r}")
+    if "acdc_folder" in source and not isinstance(test_cases, str):
         problems.append(f"an acdc_folder source has its own held-out patients: test_cases must be "
-                        f"{SOURCE_HELD_OUT!r}")
+                        f"{SOURCE_HELD_OUT!r} (or a list of training patients to hold out instead)")
     lists = values.get("labeled_lists", {})
     if not (isinstance(lists, dict) and all(key.isdigit() and int(key) >= 1 and isinstance(file, str)
                                             for key, file in lists.items())):

@@ -15,10 +15,11 @@ end-systole, one case per patient and cardiac phase):
 
 The training cases go to ``imagesTr/labelsTr``, every other listed case to ``imagesTs/labelsTs``; the literature's
 labeled patients (the first patients of ``train_slices.list``, both frames each) are written as case lists for
-``micd make-ssl-dataset --labeled-cases``. The image channel is named "cineMRI", which nnU-Net normalises with its
-default z-score per image: the release holds raw scanner intensities, and the h5 layout's min-max scaling per volume
-depends on each volume's brightest voxel, so neither scale is comparable across cases as it is. The dataset is built
-in a hidden folder and renamed when complete.
+``micd make-ssl-dataset --labeled-cases``, and 10 other training patients (both frames, drawn with seed 0) as
+``tuning_patients.txt``, to hold out with ``--test-cases`` when choosing settings. The image channel is named
+"cineMRI", which nnU-Net normalises with its default z-score per image: the release holds raw scanner intensities,
+and the h5 layout's min-max scaling per volume depends on each volume's brightest voxel, so neither scale is
+comparable across cases as it is. The dataset is built in a hidden folder and renamed when complete.
 """
 import glob
 import os
@@ -43,6 +44,9 @@ LISTS = {"train.list": ("imagesTr", "labelsTr"), "val.list": ("imagesTs", "label
          "test.list": ("imagesTs", "labelsTs")}
 SLICES_LIST = "train_slices.list"
 LABELED_PATIENT_COUNTS = (3, 7)  # the literature's settings
+#: training patients held out, both frames each, for choosing settings without the literature's validation patients
+TUNING_PATIENTS = 10
+TUNING_LIST = "tuning_patients.txt"
 H5_SPACING = (1.0, 1.0, 1.0)
 VOLUME_PATTERN = re.compile(r"(?P<case>patient\d{3}_frame\d{2})\.h5")
 SLICE_PATTERN = re.compile(r"(?P<case>patient\d{3}_frame\d{2})_slice_(?P<index>\d+)\.h5")
@@ -63,6 +67,20 @@ def literature_labeled_cases(slices_list: List[str], num_patients: int) -> List[
     if len(patients) < num_patients:
         raise DataError(f"{SLICES_LIST} names only {len(patients)} patients, fewer than {num_patients}")
     return sorted({case for case in cases if case.split("_")[0] in patients})
+
+
+def tuning_cases(training_cases: List[str], labeled_cases: List[str], num_patients: int, seed: int = 0) -> List[str]:
+    """Both frames of ``num_patients`` training patients drawn with ``seed`` from those outside ``labeled_cases``
+    (the literature's largest labeled set): a validation split for choosing settings that never touches the
+    literature's validation patients. Empty when too few patients are left."""
+    def patient(case: str) -> str:
+        return case.split("_")[0]
+
+    candidates = sorted({patient(c) for c in training_cases} - {patient(c) for c in labeled_cases})
+    if len(candidates) < num_patients:
+        return []
+    chosen = {candidates[i] for i in np.random.default_rng(seed).permutation(len(candidates))[:num_patients]}
+    return sorted(case for case in training_cases if patient(case) in chosen)
 
 
 # ---------------------------------------------------------------------------------------------------- h5 layout
@@ -222,6 +240,13 @@ def convert_acdc(source: str, dataset_id: int = DEFAULT_DATASET_ID, lists_folder
                 cases = literature_labeled_cases(read_list(slices_list), count)
                 with open(join(staging, f"labeled_{count}_patients.txt"), "w") as f:
                     f.write("\n".join(cases) + "\n")
+            largest = literature_labeled_cases(read_list(slices_list), max(LABELED_PATIENT_COUNTS))
+            tuning = tuning_cases(lists["train.list"], largest, TUNING_PATIENTS)
+            if tuning:
+                with open(join(staging, TUNING_LIST), "w") as f:
+                    f.write("\n".join(tuning) + "\n")
+            else:
+                print(f"fewer than {TUNING_PATIENTS} training patients outside the labeled ones: no {TUNING_LIST}")
         else:
             print(f"no {SLICES_LIST} in {lists_folder or source}: the literature's labeled-patient lists are not "
                   f"written")

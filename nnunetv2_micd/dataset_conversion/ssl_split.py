@@ -147,27 +147,35 @@ def read_case_list(text_or_file: str) -> List[str]:
     return cases
 
 
-def split_with_labeled_cases(case_ids: Sequence[str], labeled_cases: Sequence[str]) -> Dict[str, List[str]]:
-    """The given cases labeled, every other training case unlabeled (users often know which scans they have
-    labeled; the literature publishes its labeled patients)."""
-    duplicates = sorted({case for case in labeled_cases if list(labeled_cases).count(case) > 1})
-    unknown = sorted(set(labeled_cases) - set(case_ids))
+def _named_cases(named: Sequence[str], known: Sequence[str], role: str) -> List[str]:
+    """``named`` checked against the source's training cases ``known``."""
+    duplicates = sorted({case for case in named if list(named).count(case) > 1})
+    unknown = sorted(set(named) - set(known))
     problems = ([f"{unknown} are not training cases of the source"] if unknown else []) + \
         ([f"{duplicates} are listed twice"] if duplicates else [])
     if problems:
-        raise DataError("labeled cases " + "; ".join(problems))
-    return {'labeled': sorted(labeled_cases), 'unlabeled': sorted(set(case_ids) - set(labeled_cases)), 'test': []}
+        raise DataError(f"{role} cases " + "; ".join(problems))
+    return list(named)
+
+
+def split_with_labeled_cases(case_ids: Sequence[str], labeled_cases: Sequence[str]) -> Dict[str, List[str]]:
+    """The given cases labeled, every other training case unlabeled (users often know which scans they have
+    labeled; the literature publishes its labeled patients)."""
+    labeled = _named_cases(labeled_cases, case_ids, "labeled")
+    return {'labeled': sorted(labeled), 'unlabeled': sorted(set(case_ids) - set(labeled)), 'test': []}
 
 
 def make_ssl_dataset(source: Union[str, int], target: str, labeled: Optional[str] = None,
                      test: Optional[str] = None, seed: int = 0, overwrite: bool = False,
-                     labeled_cases: Optional[str] = None) -> str:
+                     labeled_cases: Optional[str] = None, test_cases: Optional[str] = None) -> str:
     """Create a semi-supervised copy of a fully labeled raw dataset and return its folder.
 
     ``labeled`` counts (or is a percentage of) the training cases left after the test split, drawn with ``seed``;
     ``labeled_cases`` names them instead (a file or a comma-separated list). ``test`` refers to all cases; without
-    it, a source's own held-out split (imagesTs with labelsTs) is kept as the test split. The dataset is built in a
-    hidden sibling folder and renamed at the end, so an interrupted run leaves no half-made dataset behind.
+    it, a source's own held-out split (imagesTs with labelsTs) is kept as the test split. ``test_cases`` names
+    training cases to hold out instead, and leaves the source's own held-out split out of the dataset altogether
+    (choosing hyper-parameters on a split of the training cases, never on the held-out ones). The dataset is built
+    in a hidden sibling folder and renamed at the end, so an interrupted run leaves no half-made dataset behind.
     """
     if (labeled is None) == (labeled_cases is None):
         raise UsageError("give either a number of labeled cases (--labeled) or their list (--labeled-cases)")
@@ -179,9 +187,13 @@ def make_ssl_dataset(source: Union[str, int], target: str, labeled: Optional[str
         raise ExistingOutputError(f"{target_folder} already exists. Use --overwrite (overwrite=True) to replace "
                                   f"it.")
 
+    if test is not None and test_cases is not None:
+        raise UsageError("give either a number of test cases (--test) or their list (--test-cases)")
     source_json = load_json(join(source_folder, 'dataset.json'))
     cases = _labeled_cases(source_folder, source_json)
-    held_out = _held_out_cases(source_folder, source_json, cases)
+    held_out = _held_out_cases(source_folder, source_json, cases) if test_cases is None else {}
+    chosen_test = [] if test_cases is None else _named_cases(read_case_list(test_cases), list(cases), "test")
+    training = [case for case in cases if case not in set(chosen_test)]
     if held_out and test is not None:
         raise UsageError(f"{source_name} has its own held-out split ({len(held_out)} cases in imagesTs with "
                          f"labelsTs): leave out --test to keep it as the test split")
@@ -189,11 +201,17 @@ def make_ssl_dataset(source: Union[str, int], target: str, labeled: Optional[str
         raise UsageError("--test does not combine with --labeled-cases: hold the test cases out in the source's "
                          "imagesTs/labelsTs, or draw the labeled cases with --labeled")
     if labeled_cases is not None:
-        split = split_with_labeled_cases(list(cases), read_case_list(labeled_cases))
+        labeled_list = read_case_list(labeled_cases)
+        also_test = sorted(set(labeled_list) & set(chosen_test))
+        if also_test:
+            raise DataError(f"cases {also_test} are listed both as labeled and as test cases")
+        split = split_with_labeled_cases(training, labeled_list)
     else:
-        num_test = 0 if test is None else parse_count(test, len(cases))
-        num_labeled = _parse_labeled_count(labeled, len(cases) - num_test)
-        split = plan_ssl_split(list(cases), num_labeled, num_test, seed)
+        num_test = 0 if test is None else parse_count(test, len(training))
+        num_labeled = _parse_labeled_count(labeled, len(training) - num_test)
+        split = plan_ssl_split(training, num_labeled, num_test, seed)
+    if chosen_test:
+        split['test'] = sorted(chosen_test)
     if held_out:
         split['test'] = sorted(held_out)
         cases = {**cases, **held_out}
@@ -205,6 +223,7 @@ def make_ssl_dataset(source: Union[str, int], target: str, labeled: Optional[str
         'labeled_spec': labeled,
         'labeled_cases_given': labeled_cases,
         'test_spec': "the source's imagesTs/labelsTs" if held_out else test,
+        'test_cases_given': test_cases,
         'splits': split,
         'nnunetv2_micd_version': nnunetv2_micd.__version__,
     }

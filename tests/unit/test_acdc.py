@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 
 from nnunetv2_micd.dataset_conversion import acdc
-from nnunetv2_micd.dataset_conversion.acdc import convert_acdc, literature_labeled_cases
+from nnunetv2_micd.dataset_conversion.acdc import convert_acdc, literature_labeled_cases, tuning_cases
 from nnunetv2_micd.errors import DataError, ExistingOutputError, MissingInputError
 
 SHAPE = (3, 8, 10)  # slices x H x W
@@ -94,6 +94,21 @@ def test_the_literatures_labeled_patients_are_the_first_of_the_slices_list_with_
                                                    "patient050_frame02", "patient099_frame01", "patient099_frame02"]
     with pytest.raises(ValueError, match="only 4 patients"):
         literature_labeled_cases(slices, 7)
+
+
+def test_the_tuning_patients_lie_outside_every_labeled_set_and_come_with_both_frames(h5_source, raw, monkeypatch):
+    training = [f"patient{p:03d}_frame0{f}" for p in range(1, 21) for f in (1, 2)]
+    labeled = [case for case in training if case.startswith(("patient003", "patient007"))]
+    chosen = tuning_cases(training, labeled, 5)
+    patients = sorted({case.split("_")[0] for case in chosen})
+    assert len(patients) == 5 and len(chosen) == 10 and not set(chosen) & set(labeled)
+    assert chosen == tuning_cases(training, labeled, 5) != tuning_cases(training, labeled, 5, seed=1)
+    assert tuning_cases(training, labeled, 19) == []  # only 18 patients outside the labeled ones
+    monkeypatch.setattr(acdc, "LABELED_PATIENT_COUNTS", (1,))
+    monkeypatch.setattr(acdc, "TUNING_PATIENTS", 1)
+    convert_acdc(str(h5_source), 801)
+    # the stand-in's other training patient, never a validation patient
+    assert (raw / "Dataset801_ACDC" / "tuning_patients.txt").read_text().split() == TRAIN[:2]
 
 
 def _refused(h5_source, raw, message):

@@ -232,7 +232,7 @@ def test_the_acdc_protocols_take_the_literatures_labeled_patients_and_hold_out_i
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"test_cases": "val"}, "test_cases must be an integer >= 0 or 'source'"),
+    ({"test_cases": 2.5}, "test_cases must be an integer >= 0, 'source' or a case list file of the source"),
     ({"test_cases": 20}, "acdc_folder source has its own held-out patients"),
     ({"labeled_lists": {"three": "x.txt"}}, "labeled_lists must map labeled counts"),
 ])
@@ -255,6 +255,26 @@ def test_labeled_lists_and_the_sources_held_out_split_reach_make_ssl_dataset(tmp
     assert commands[0][5:7] == ["--labeled-cases", f"{source}/labeled_3_patients.txt"]
     assert commands[1][5:7] == ["--labeled", "100%"]
     assert not any("--test" in command for command in commands)  # the source's validation patients stay held out
+
+
+def test_the_acdc_tuning_protocol_holds_out_training_patients_and_never_the_validation_patients(tmp_path):
+    from nnunetv2_micd.benchmark.runner import BenchmarkRunner
+    protocol, _ = load_protocol("acdc_cpu_tuning")
+    assert protocol.held_out == "validation" and not protocol.test_from_source
+    assert protocol.test_list == "tuning_patients.txt" and protocol.labeled_list(6) == "labeled_3_patients.txt"
+    runner = BenchmarkRunner(protocol, str(tmp_path / "work"))
+    (tmp_path / "work" / "nnUNet_raw" / "Dataset800_ACDC").mkdir(parents=True)
+    commands = []
+    runner.shell.say = lambda text: None
+    runner.shell.micd = lambda *args, **kwargs: commands.append([str(a) for a in args])
+    runner.datasets.make_dataset(6)
+    source = str(tmp_path / "work" / "nnUNet_raw" / "Dataset800_ACDC")
+    (command,) = commands
+    assert command[command.index("--test-cases") + 1] == f"{source}/tuning_patients.txt"
+    assert command[command.index("--labeled-cases") + 1] == f"{source}/labeled_3_patients.txt"
+    # every tagged run switches one setting of MICD, all at the literature's 3 labeled patients
+    tagged = [run for run in protocol.runs if run.tag]
+    assert all(run.trainer == "nnUNetTrainerMICD" and len(protocol.method_config(run)) == 1 for run in tagged)
 
 
 def _runner(tmp_path, groups):

@@ -296,3 +296,25 @@ def test_held_out_images_with_some_labels_missing_are_refused(source, raw):
     with pytest.raises(ValueError, match=rf"held-out cases \['{CASE_IDS[-1]}'\] .* have no label"):
         make_ssl_dataset(4, '601', labeled='2')
     assert os.listdir(raw) == [SOURCE]
+
+
+def test_training_cases_held_out_by_name_replace_the_sources_held_out_split(source, raw):
+    """Choosing settings on a split of the training cases: the source's own held-out cases are left out entirely."""
+    _hold_out(source, CASE_IDS[-3:])
+    tuning = CASE_IDS[4:6]
+    target = Path(make_ssl_dataset(4, '601', labeled_cases=CASE_IDS[0], test_cases=','.join(tuning)))
+    manifest = load_json(str(target / 'ssl_manifest.json'))
+    split = manifest['splits']
+    assert split['test'] == tuning and split['labeled'] == CASE_IDS[:1]
+    assert split['unlabeled'] == [case for case in CASE_IDS[1:-3] if case not in tuning]
+    assert sorted(os.listdir(target / 'imagesTs')) == [f'{c}_0000{FILE_ENDING}' for c in tuning]
+    assert manifest['test_cases_given'] == ','.join(tuning)
+    drawn = load_json(os.path.join(make_ssl_dataset(4, '602', labeled='3', test_cases=','.join(tuning)),
+                                   'ssl_manifest.json'))['splits']
+    assert drawn['test'] == tuning and not set(drawn['labeled']) & set(tuning + CASE_IDS[-3:])
+    with pytest.raises(ValueError, match=rf"cases \['{CASE_IDS[4]}'\] are listed both as labeled and as test"):
+        make_ssl_dataset(4, '603', labeled_cases=CASE_IDS[4], test_cases=','.join(tuning))
+    with pytest.raises(ValueError, match=rf"test cases \['{CASE_IDS[-1]}'\] are not training cases"):
+        make_ssl_dataset(4, '604', labeled='2', test_cases=CASE_IDS[-1])  # a held-out case is never tuned on
+    with pytest.raises(ValueError, match=r"either a number of test cases \(--test\) or their list"):
+        make_ssl_dataset(4, '605', labeled='2', test='2', test_cases=CASE_IDS[4])
