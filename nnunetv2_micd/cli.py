@@ -41,6 +41,13 @@ def _cmd_tiny_plans(args) -> None:
     print(write_tiny_plans(args.d, args.p, args.o, features, args.batch_size, patch_size))
 
 
+def _cmd_export_model(args) -> None:
+    from nnunetv2_micd.inference.export import export_model_zip
+    names = export_model_zip(args.i, args.o, args.f, args.chk)
+    print(f"{args.o}: {len(names)} files ({os.path.getsize(args.o) / 2 ** 20:.1f} MiB); install with "
+          f"nnUNetv2_install_pretrained_model_from_zip, or unpack and use nnUNetv2_predict_from_modelfolder")
+
+
 def _cmd_export_plain(args) -> None:
     from nnunetv2_micd.inference.export import export_plain
     print(export_plain(args.i, args.o, args.f))
@@ -254,6 +261,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", required=True, help="output model folder (use with nnUNetv2_predict_from_modelfolder)")
     p.add_argument("-f", nargs="+", default=None, help="folds to export (default: all found)")
     p.set_defaults(func=_cmd_export_plain)
+
+    p = commands.add_parser("export-model",
+                            help="write a trained model as an nnU-Net export zip to share, without its training state")
+    p.add_argument("-i", required=True, help="model folder (nnUNet_results/<dataset>/<trainer>__<plans>__<config>)")
+    p.add_argument("-o", required=True, help="the zip to write")
+    p.add_argument("-f", nargs="+", default=None, help="folds to export (default: all found)")
+    p.add_argument("-chk", default="checkpoint_final.pth", help="the checkpoint to share (default: %(default)s)")
+    p.set_defaults(func=_cmd_export_model)
 
     p = commands.add_parser("demo", help="MICD against plain nnU-Net on a built-in synthetic dataset, end to end")
     p.add_argument("-o", default="micd_demo", help="work folder (default: ./micd_demo)")

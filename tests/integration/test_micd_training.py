@@ -189,3 +189,27 @@ def test_uncertainty_maps_come_with_nnUNets_own_prediction(interrupted_and_resum
     assert [entry["case"] for entry in ranking] == expected
     assert f"   1  {expected[0]}  score" in suggested.stdout
     assert (with_maps / "ranking.csv").read_text().splitlines()[1].split(",")[:2] == ["1", expected[0]]
+
+
+def test_a_shared_model_zip_predicts_what_the_trained_model_predicts(interrupted_and_resumed, synthetic_dataset,
+                                                                     nnunet_predictions, tmp_path):
+    """micd export-model: nnU-Net's zip layout without training state; an unpacked copy is a model folder."""
+    import zipfile
+    import numpy as np
+    import SimpleITK as sitk
+    from tests.conftest import micd
+    archive, unpacked = tmp_path / "shared.zip", tmp_path / "unpacked"
+    micd("export-model", "-i", interrupted_and_resumed["output"].parent, "-o", archive)
+    with zipfile.ZipFile(archive) as opened:
+        opened.extractall(unpacked)
+    model = unpacked / synthetic_dataset["name"] / f"nnUNetTrainerMICD__{PLANS}__3d_fullres"
+    shared = torch.load(model / "fold_0" / "checkpoint_final.pth", weights_only=False)
+    assert set(shared) == {"network_weights", "trainer_name", "init_args", "current_epoch",
+                           "inference_allowed_mirroring_axes"}  # no optimizer state, teachers or logs
+    predictions = tmp_path / "predictions"
+    run(["nnUNetv2_predict_from_modelfolder", "-i", str(synthetic_dataset["raw"] / "imagesTs"),
+         "-o", str(predictions), "-m", str(model), "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1"],
+        env=interrupted_and_resumed["environment"])
+    for reference in sorted(nnunet_predictions.glob("*.nii.gz")):
+        ours = sitk.GetArrayFromImage(sitk.ReadImage(str(predictions / reference.name)))
+        np.testing.assert_array_equal(ours, sitk.GetArrayFromImage(sitk.ReadImage(str(reference))))
