@@ -137,7 +137,7 @@ def _cmd_predict_uncertainty(args) -> None:
 
 
 def _cmd_suggest(args) -> None:
-    from nnunetv2_micd.inference.suggest import rank_cases, write_ranking
+    from nnunetv2_micd.inference.suggest import group_cases, rank_cases, write_ranking
     input_folder = args.i
     if input_folder is None:
         if args.d is None:
@@ -146,13 +146,15 @@ def _cmd_suggest(args) -> None:
         from nnunetv2.paths import nnUNet_raw
         input_folder = os.path.join(nnUNet_raw, maybe_convert_to_dataset_name(args.d), "imagesUnlabeled")
     record = _predict_uncertainty(args, input_folder, args.o)
-    ranking = rank_cases(record["cases"], args.diversity)
+    cases = record["cases"] if args.group is None else group_cases(record["cases"], args.group)
+    ranking = rank_cases(cases, args.diversity)
     write_ranking(ranking, args.o, {"images": os.path.abspath(input_folder), "model": record["model"],
                                     "folds": record["folds"], "checkpoint": record["checkpoint"],
-                                    "diversity": args.diversity})
+                                    "diversity": args.diversity, "group": args.group})
     for entry in ranking[:args.n]:
         print(f"{entry['rank']:4d}  {entry['case']}  score {entry['score']:.4f}")
-    print(f"ranking of {len(ranking)} cases: {os.path.join(args.o, 'ranking.csv')} (and ranking.json)")
+    what = "cases" if args.group is None else f"groups of cases ({args.group})"
+    print(f"ranking of {len(ranking)} {what}: {os.path.join(args.o, 'ranking.csv')} (and ranking.json)")
 
 
 def _cmd_check_uncertainty(args) -> None:
@@ -376,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=10, help="how many of the ranking to print (all are written)")
     p.add_argument("--diversity", type=float, default=0.0,
                    help="weight of the distance to scans already picked against the score (0: by score alone)")
+    p.add_argument("--group", default=None,
+                   help="a regular expression: cases whose ids share its match are labeled together and ranked as one "
+                        "(e.g. 'patient\\d+' for ACDC's two phases per patient)")
     p.set_defaults(func=_cmd_suggest)
 
     p = commands.add_parser("check-uncertainty",

@@ -5,8 +5,12 @@ first; ties go by case id, so a fixed model and input give the same ranking. Wit
 spread over dissimilar scans (maximal marginal relevance): each next pick maximises its normalised score plus
 ``diversity`` times its normalised distance to the nearest case already picked, the distance being between the
 cases' intensity histograms (of the normalised image), so that near-duplicates of a picked scan wait their turn.
+
+Where one annotation covers several cases (ACDC's two cardiac phases of a patient), ``group_cases`` makes them one
+entry of the ranking, with the mean of their scores and histograms.
 """
 import csv
+import re
 from typing import Dict, List
 
 import numpy as np
@@ -18,6 +22,26 @@ from nnunetv2_micd.errors import DataError
 def _normalised(values: np.ndarray) -> np.ndarray:
     span = values.max() - values.min()
     return (values - values.min()) / span if span > 0 else np.zeros_like(values)
+
+
+def group_cases(cases: Dict[str, dict], pattern: str) -> Dict[str, dict]:
+    """The cases whose ids share the first match of ``pattern`` (``patient\\d+``) as one entry each: the means of
+    their scores, map means and histograms, and their ids under ``cases``."""
+    expression = re.compile(pattern)
+    groups: Dict[str, List[str]] = {}
+    for case in sorted(cases):
+        match = expression.search(case)
+        if match is None:
+            raise DataError(f"case {case} does not match the group pattern {pattern!r}")
+        groups.setdefault(match.group(0), []).append(case)
+    grouped = {}
+    for group, members in groups.items():
+        means = sorted(key for key in cases[members[0]] if key.startswith("mean_"))
+        grouped[group] = {"score": float(np.mean([cases[c]["score"] for c in members])),
+                          **{key: float(np.mean([cases[c][key] for c in members])) for key in means},
+                          "image_histogram": np.mean([cases[c]["image_histogram"] for c in members], axis=0),
+                          "cases": " ".join(members)}
+    return grouped
 
 
 def rank_cases(cases: Dict[str, dict], diversity: float = 0.0) -> List[dict]:
@@ -41,7 +65,8 @@ def rank_cases(cases: Dict[str, dict], diversity: float = 0.0) -> List[dict]:
             value = relevance
         best = max(remaining, key=lambda i: (value[i], -i))  # the earlier case id on ties
         ranking.append({"rank": len(picked) + 1, "case": names[best], "score": float(scores[best]),
-                        **{key: value for key, value in cases[names[best]].items() if key.startswith("mean_")},
+                        **{key: value for key, value in cases[names[best]].items()
+                           if key.startswith("mean_") or key == "cases"},
                         "distance_to_earlier_picks": None if not picked else float(nearest[best])})
         picked.append(best)
         nearest = np.minimum(nearest, np.linalg.norm(histograms - histograms[best], axis=1))

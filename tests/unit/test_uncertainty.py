@@ -84,3 +84,18 @@ def test_the_summaries_name_the_segmented_structures_only():
     from nnunetv2_micd.evaluation.classes import foreground_classes
     labels = {"background": 0, "RV": 1, "Myo": 2, "ignore": 3}
     assert foreground_classes({"labels": labels}) == {"RV": 1, "Myo": 2}
+
+
+def test_cases_labeled_together_are_ranked_as_one_by_their_mean_score():
+    from nnunetv2_micd.inference.suggest import group_cases
+    cases = {"patient001_frame01": _case(0.9, [1, 0]), "patient001_frame02": _case(0.1, [0, 1]),
+             "patient002_frame01": _case(0.6, [1, 0]), "patient002_frame02": _case(0.6, [1, 0])}
+    groups = group_cases(cases, r"patient\d+")
+    assert groups["patient001"]["cases"] == "patient001_frame01 patient001_frame02"
+    assert groups["patient001"]["score"] == pytest.approx(0.5) and groups["patient001"]["mean_entropy"] == \
+        pytest.approx(0.25)
+    ranking = rank_cases(groups)
+    assert [entry["case"] for entry in ranking] == ["patient002", "patient001"]  # one bad frame is not the mean
+    assert ranking[0]["cases"] == "patient002_frame01 patient002_frame02"
+    with pytest.raises(ValueError, match="case other does not match the group pattern"):
+        group_cases({**cases, "other": _case(0.1, [1, 0])}, r"patient\d+")
