@@ -240,17 +240,23 @@ def test_bad_acdc_settings_are_refused(tmp_path, change, message):
     _assert_refused_when_changed("acdc_cpu", tmp_path, change, message)
 
 
-def test_labeled_lists_and_the_sources_held_out_split_reach_make_ssl_dataset(tmp_path):
+def _make_ssl_dataset_commands(tmp_path, protocol_name, labeled_counts):
+    """The micd make-ssl-dataset commands a runner of the ACDC protocol gives for ``labeled_counts``, and the
+    source dataset's folder."""
     from nnunetv2_micd.benchmark.runner import BenchmarkRunner
-    protocol, _ = load_protocol("acdc_cpu")
-    runner = BenchmarkRunner(protocol, str(tmp_path / "work"))
-    (tmp_path / "work" / "nnUNet_raw" / "Dataset800_ACDC").mkdir(parents=True)
+    runner = BenchmarkRunner(load_protocol(protocol_name)[0], str(tmp_path / "work"))
+    source = tmp_path / "work" / "nnUNet_raw" / "Dataset800_ACDC"
+    source.mkdir(parents=True)
     commands = []
     runner.shell.say = lambda text: None
     runner.shell.micd = lambda *args, **kwargs: commands.append([str(a) for a in args])
-    runner.datasets.make_dataset(6)
-    runner.datasets.make_dataset("all")
-    source = str(tmp_path / "work" / "nnUNet_raw" / "Dataset800_ACDC")
+    for labeled in labeled_counts:
+        runner.datasets.make_dataset(labeled)
+    return commands, str(source)
+
+
+def test_labeled_lists_and_the_sources_held_out_split_reach_make_ssl_dataset(tmp_path):
+    commands, source = _make_ssl_dataset_commands(tmp_path, "acdc_cpu", [6, "all"])
     assert commands[0][:5] == ["make-ssl-dataset", "-d", "Dataset800_ACDC", "-o", "Dataset810_ACDC"]
     assert commands[0][5:7] == ["--labeled-cases", f"{source}/labeled_3_patients.txt"]
     assert commands[1][5:7] == ["--labeled", "100%"]
@@ -258,18 +264,10 @@ def test_labeled_lists_and_the_sources_held_out_split_reach_make_ssl_dataset(tmp
 
 
 def test_the_acdc_tuning_protocol_holds_out_training_patients_and_never_the_validation_patients(tmp_path):
-    from nnunetv2_micd.benchmark.runner import BenchmarkRunner
     protocol, _ = load_protocol("acdc_cpu_tuning")
     assert protocol.held_out == "validation" and not protocol.test_from_source
     assert protocol.test_list == "tuning_patients.txt" and protocol.labeled_list(6) == "labeled_3_patients.txt"
-    runner = BenchmarkRunner(protocol, str(tmp_path / "work"))
-    (tmp_path / "work" / "nnUNet_raw" / "Dataset800_ACDC").mkdir(parents=True)
-    commands = []
-    runner.shell.say = lambda text: None
-    runner.shell.micd = lambda *args, **kwargs: commands.append([str(a) for a in args])
-    runner.datasets.make_dataset(6)
-    source = str(tmp_path / "work" / "nnUNet_raw" / "Dataset800_ACDC")
-    (command,) = commands
+    (command,), source = _make_ssl_dataset_commands(tmp_path, "acdc_cpu_tuning", [6])
     assert command[command.index("--test-cases") + 1] == f"{source}/tuning_patients.txt"
     assert command[command.index("--labeled-cases") + 1] == f"{source}/labeled_3_patients.txt"
     # every tagged run switches one setting of MICD, all at the literature's 3 labeled patients
