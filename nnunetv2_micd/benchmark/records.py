@@ -45,12 +45,16 @@ def check_recorded_held_out_cases(results: dict, folder: WorkFolder) -> None:
                                 f"folder")
 
 
+def _trainer_class(run: RunSpec):
+    trainers = trainer_path()
+    return recursive_find_python_class(trainers, run.trainer, None, base_folder=trainers,
+                                       cleanup_imports_from_base_folder=True)
+
+
 def expected_method_config(protocol: Protocol, run: RunSpec) -> Optional[dict]:
     """The method configuration the run's trainer would train with now (its defaults, the protocol's settings and
     the fields a variant fixes); None for trainers without one (nnUNetTrainerBudget)."""
-    trainers = trainer_path()
-    trainer = recursive_find_python_class(trainers, run.trainer, None, base_folder=trainers,
-                                          cleanup_imports_from_base_folder=True)
+    trainer = _trainer_class(run)
     config_class = getattr(trainer, "config_class", None)
     if config_class is None:
         return None
@@ -60,10 +64,13 @@ def expected_method_config(protocol: Protocol, run: RunSpec) -> Optional[dict]:
 
 def changed_method_config(results: dict, protocol: Protocol, run: RunSpec) -> Optional[str]:
     """For a finished run whose trainer would now train with another method configuration (its defaults changed
-    since): what changed. None when nothing did."""
+    since): what changed. None when nothing did; a field added since counts as the value the run trained with."""
     expected = expected_method_config(protocol, run)
+    if expected is None:
+        return None
     recorded = results["runs"][run.name]["method_config"].get("method", {})
-    if expected is None or recorded == expected:
+    recorded = _trainer_class(run).config_class.as_recorded(recorded)
+    if recorded == expected:
         return None
     return ", ".join(f"{k} {recorded.get(k)!r} -> {v!r}" for k, v in expected.items() if recorded.get(k) != v)
 

@@ -48,6 +48,8 @@ class SemiSupervisedConfig:
     ema_decay: float = 0.99
     #: unlabeled patches per step; None = the plans' batch size
     unlabeled_batch_size: Optional[int] = None
+    #: fields added after runs were recorded, with the value those runs trained with (they had no such setting)
+    FIELDS_ADDED_LATER: ClassVar[Dict[str, object]] = {}
 
     def __post_init__(self):
         problems = self.type_problems() or self.problems()
@@ -102,6 +104,11 @@ class SemiSupervisedConfig:
                               f"{ {k: fixed[k] for k in conflicts} }")
         return cls.from_dict({**values, **fixed})
 
+    @classmethod
+    def as_recorded(cls, recorded: dict) -> dict:
+        """A configuration recorded by an earlier version, with the fields added since as that run trained."""
+        return {**cls.FIELDS_ADDED_LATER, **recorded}
+
     def term_weights(self) -> Dict[str, float]:
         """The method's unsupervised terms, each by the name it is logged under (``loss_<name>``), with its weight
         relative to the others; a term of weight 0 is switched off. The trainer weights them all by λ(t)."""
@@ -154,6 +161,8 @@ class MICDConfig(SemiSupervisedConfig):
     cfc_standardise: bool = False
     #: branch B's initial weights: PyTorch's defaults (as the paper) or nnU-Net's, as branch A has
     branch_b_init: str = "pytorch"
+    FIELDS_ADDED_LATER: ClassVar[Dict[str, object]] = {"confidence_threshold": 0.0, "cfc_standardise": False,
+                                                       "branch_b_init": "pytorch"}
     #: prediction: average of both students' logits, student A alone, or the average of both teachers
     inference_mode: str = "ensemble"
 

@@ -487,6 +487,18 @@ def test_a_run_trained_under_other_defaults_is_kept_aside_and_redone(tmp_path):
     assert schema_problems(json.loads((tmp_path / "results.json").read_text())) == []
 
 
+def test_a_run_recorded_before_a_setting_existed_is_not_trained_again(tmp_path):
+    from nnunetv2_micd.benchmark.records import changed_method_config
+    runner = _runner(tmp_path, [{"trainers": ["nnUNetTrainerMICD"], "labeled": [10], "seeds": [0]}])
+    (run,) = runner.protocol.runs
+    current = expected_method_config(runner.protocol, run)
+    earlier = {key: value for key, value in current.items() if key != "confidence_threshold"}
+    results = _results({**_run("nnUNetTrainerMICD"), "method_config": {"method": earlier}})
+    assert changed_method_config(results, runner.protocol, run) is None  # it trained as the default does now
+    results["runs"][run.name]["method_config"]["method"]["confidence_threshold"] = 0.5
+    assert changed_method_config(results, runner.protocol, run) == "confidence_threshold 0.5 -> 0.0"
+
+
 def test_report_leaves_superseded_runs_out_and_says_so(tmp_path):
     from nnunetv2_micd.benchmark.report import write_report
     results = _results(_run(mean_dice=0.8), _run("nnUNetTrainerMICD", mean_dice=0.82))
