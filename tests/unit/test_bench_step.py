@@ -33,7 +33,7 @@ def test_method_parts_run_every_pass_in_the_steps_precision():
     trainer = SimpleNamespace(
         method_config=MICDConfig(), dual_network=SimpleNamespace(branches=students), teachers=teachers,
         optimizer=torch.optim.SGD([p for s in students for p in s.parameters()], lr=0.01),
-        mixed_precision=mixed_precision,
+        mixed_precision=mixed_precision, masks_inputs=True, teachers_predict=True,
         _block_mask=lambda x: random_block_mask(x.shape[0], x.shape[2:], default_block_size(x.shape[2:]), 0.5))
     parts = method_parts(trainer, torch.rand(2, 1, 8, 8, 8), torch.rand(2, 1, 8, 8, 8))
     for run in parts.values():
