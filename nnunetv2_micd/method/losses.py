@@ -67,7 +67,7 @@ def symmetric_kl(features_a: torch.Tensor, features_b: torch.Tensor) -> torch.Te
     return 0.5 * ((log_p.exp() - log_q.exp()) * (log_p - log_q)).sum(dim=1).mean()
 
 
-def standardise_channels(features: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+def standardise_channels(features: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Each voxel's feature vector to zero mean and unit variance over the channels. The softmax of features whose
     scale shrinks tends to uniform, so a symmetric KL between raw features falls as both branches shrink their
     features, aligned or not; between standardised ones it does not."""
