@@ -14,7 +14,7 @@ from typing import ClassVar, Dict, List, Optional, Sequence, Tuple
 
 from nnunetv2_micd.errors import MicdError
 
-CLASS_WEIGHTING_MODES = ("dhc", "none")
+CLASS_WEIGHTING_MODES = ("dhc", "dhc_published", "none")
 CMD_MODES = ("own", "cross")
 BRANCH_B_INITS = ("pytorch", "nnunet")
 INFERENCE_MODES = ("ensemble", "student_a", "teachers")
@@ -149,7 +149,7 @@ class MICDConfig(SemiSupervisedConfig):
     mask_ratio: float = 0.5
     #: block size per axis in voxels; None = patch size / 8, at least 4
     mask_block_size: Optional[Tuple[int, ...]] = None
-    #: DHC-style class weights in MCPC ("dhc") or none
+    #: class weights in MCPC: DHC's, simplified ("dhc"), DHC's formulas as its code has them ("dhc_published"), or none
     class_weighting: str = "dhc"
     #: momentum of the class-weight statistics
     class_weight_momentum: float = 0.99

@@ -11,7 +11,7 @@ import torch
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
-from nnunetv2_micd.method.class_weighting import DifficultyAwareWeights, DistributionAwareWeights
+from nnunetv2_micd.method.class_weighting import CLASS_WEIGHTINGS
 from nnunetv2_micd.method.config import ConfigError, MICDConfig
 from nnunetv2_micd.method.ema import create_ema_teacher
 from nnunetv2_micd.method.losses import cfc_loss, cmd_loss, hard_pseudo_label, ignore_unconfident, mcpc_loss
@@ -32,10 +32,9 @@ class nnUNetTrainerMICD(nnUNetTrainerSemiSupervised):
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.feature_recorders: List[DecoderFeatureRecorder] = []
-        self.class_weights_a = DifficultyAwareWeights(self.label_manager.num_segmentation_heads,
-                                                      self.method_config.class_weight_momentum)
-        self.class_weights_b = DistributionAwareWeights(self.label_manager.num_segmentation_heads,
-                                                        self.method_config.class_weight_momentum)
+        weighting = CLASS_WEIGHTINGS.get(self.method_config.class_weighting)  # None: no class weights
+        self.class_weights = None if weighting is None else \
+            weighting(self.label_manager.num_segmentation_heads, self.method_config.class_weight_momentum)
 
     # ------------------------------------------------------------------ networks
     @classmethod
@@ -110,9 +109,8 @@ class nnUNetTrainerMICD(nnUNetTrainerSemiSupervised):
         unsupervised = {}
         if config.weight_mcpc > 0:
             masked_logits = [highest_resolution(o) for o in (masked_a, masked_b)] if self.masks_inputs else logits
-            weights_a, weights_b = ((self.class_weights_a.weights.to(x.device),
-                                     self.class_weights_b.weights.to(x.device))
-                                    if config.class_weighting == "dhc" else (None, None))
+            weights_a, weights_b = (None, None) if self.class_weights is None else \
+                [weights.to(x.device) for weights in self.class_weights.weights]
             unsupervised["mcpc"] = mcpc_loss(*masked_logits, *self._targets(pseudo_labels, logits), weights_a,
                                              weights_b)
         if config.weight_cfc > 0:
@@ -126,8 +124,10 @@ class nnUNetTrainerMICD(nnUNetTrainerSemiSupervised):
                 teacher_labels = teacher_labels[::-1]
             unsupervised["cmd"] = cmd_loss(logits[0][num_labeled:], logits[1][num_labeled:], *teacher_labels)
         unlabeled_a, unlabeled_b = (p[num_labeled:] for p in pseudo_labels)
-        update = partial(self._update_class_weights, logits[0][:num_labeled], target, unlabeled_b) \
-            if config.class_weighting == "dhc" else None
+        # the class weights follow A's labeled predictions and B's pseudo-labels on the unlabeled patches
+        update = None if self.class_weights is None else \
+            partial(self.class_weights.update, logits[0][:num_labeled], highest_resolution(target)[:, 0].long(),
+                    unlabeled_b)
         return StepLosses(supervised, unsupervised, {"disagreement": (unlabeled_a != unlabeled_b).float().mean()},
                           update)
 
@@ -137,15 +137,6 @@ class nnUNetTrainerMICD(nnUNetTrainerSemiSupervised):
         if threshold == 0:
             return pseudo_labels
         return [ignore_unconfident(labels, l, threshold) for labels, l in zip(pseudo_labels, logits)]
-
-    @torch.no_grad()
-    def _update_class_weights(self, labeled_logits_a: torch.Tensor, target,
-                              unlabeled_pseudo_labels_b: torch.Tensor) -> None:
-        """Difficulty for A from its soft Dice on the labeled patches; class frequencies for B from the labels and
-        B's own pseudo-labels on the unlabeled patches."""
-        labels = highest_resolution(target)[:, 0].long()
-        self.class_weights_a.update(torch.softmax(labeled_logits_a.float(), 1), labels)
-        self.class_weights_b.update([labels, unlabeled_pseudo_labels_b])
 
     # ------------------------------------------------------------------ checkpoints
     def inference_weights(self) -> dict:
@@ -159,11 +150,11 @@ class nnUNetTrainerMICD(nnUNetTrainerSemiSupervised):
         return weights
 
     def method_state(self) -> dict:
-        return {"class_weights": [self.class_weights_a.state_dict(), self.class_weights_b.state_dict()]}
+        return {} if self.class_weights is None else {"class_weights": self.class_weights.state_dict()}
 
     def load_method_state(self, state: dict) -> None:
-        self.class_weights_a.load_state_dict(state["class_weights"][0])
-        self.class_weights_b.load_state_dict(state["class_weights"][1])
+        if self.class_weights is not None:
+            self.class_weights.load_state_dict(state["class_weights"])
 
     def perform_actual_validation(self, save_probabilities: bool = False):
         """nnU-Net's final validation, predicting with the weights that inference will use."""

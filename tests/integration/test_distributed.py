@@ -55,8 +55,8 @@ def _worker(rank: int, port: int, trainer_name: str, dataset_id: int, environmen
         logged = trainer.logger.local_logger.my_fantastic_logging
         state = {"students": [_fingerprint(s) for s in trainer.students],
                  "teachers": [_fingerprint(t) for t in trainer.teachers],
-                 "class_weights": [w.weights.tolist() for w in (trainer.class_weights_a, trainer.class_weights_b)]
-                 if hasattr(trainer, "class_weights_a") else [],
+                 "class_weights": [w.tolist() for w in trainer.class_weights.weights]
+                 if getattr(trainer, "class_weights", None) is not None else [],
                  "unlabeled_keys": unlabeled_keys, "batch_size": trainer.batch_size,
                  "loss_sup_here": float(np.mean([o["loss_sup"] for o in outputs])),
                  "logged": {key: float(logged[key][0]) for key in ("train_losses", "loss_sup")},

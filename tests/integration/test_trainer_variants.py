@@ -200,12 +200,14 @@ def test_the_method_switches_train_and_branch_b_can_start_from_nnUNets_initialis
     trainer.initialize()
     assert not _zeroed_norms(trainer.dual_network.branches[1])  # PyTorch's default, as the paper
     _use_method_config(monkeypatch, tmp_path, {"branch_b_init": "nnunet", "confidence_threshold": 0.6,
-                                               "cfc_standardise": True, "cmd_mode": "cross"})
+                                               "cfc_standardise": True, "cmd_mode": "cross",
+                                               "class_weighting": "dhc_published"})
     trainer = _trainer(environment, "nnUNetTrainerMICD")
     trainer.initialize()
     assert _zeroed_norms(trainer.dual_network.branches[1]) and _zeroed_norms(trainer.teachers[1])
     outputs = _one_step(trainer)
     assert np.isfinite(outputs["loss"]) and all(np.isfinite(outputs[k]) for k in ("loss_mcpc", "loss_cfc", "loss_cmd"))
+    assert trainer.class_weights.state["weights_b"] is not None  # DHC's published weights followed the step
 
 
 def test_micd_trains_a_2d_configuration(environment):
@@ -280,7 +282,7 @@ def test_non_finite_loss_stops_without_touching_the_weights_or_the_class_weights
         for student, parameters in zip(trainer.dual_network.branches, before):
             assert all(torch.equal(p, q) for p, q in zip(student.parameters(), parameters))
         # nor its statistics: the refused step's outputs would have set the class weights
-        assert not trainer.class_weights_a.observed.any() and trainer.class_weights_b.counts is None
+        assert not trainer.class_weights.branch_a.observed.any() and trainer.class_weights.branch_b.counts is None
     finally:
         trainer.on_train_end()
 

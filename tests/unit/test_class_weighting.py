@@ -131,3 +131,46 @@ def test_difficulty_state_dict_round_trip():
 
     with pytest.raises(ValueError):
         DifficultyAwareWeights(2).load_state_dict(estimator.state_dict())
+
+
+def test_the_published_dhc_weights_hand_computed():
+    from nnunetv2_micd.method.class_weighting import PublishedDHCWeights
+    weights = PublishedDHCWeights(3, momentum=0.5, difficulty_steps=2)
+    assert [w.tolist() for w in weights.weights] == [[3.0, 3.0, 3.0], [3.0, 3.0, 3.0]]  # DHC's start: C each
+    labels = torch.tensor([[0, 0, 0, 0, 1, 1, 2, 2]])
+    # A predicts classes 0 and 1 right and misses class 2 (predicted as 0)
+    logits_a = torch.nn.functional.one_hot(torch.tensor([[0, 0, 0, 0, 1, 1, 0, 0]]), 3).float().movedim(-1, 1)
+    unlabeled_b = torch.tensor([[0, 0, 0, 0, 0, 0, 1, 2]])  # counts 6, 1, 1
+    weights.update(logits_a, labels, unlabeled_b)
+    # branch B: started from the labels' counts (4, 2, 2), then averaged with the pseudo-labels' (6, 1, 1)
+    start = torch.tensor([0.0, math.log(2), math.log(2)]) / math.log(2) * 3
+    now = torch.tensor([0.0, math.log(6), math.log(6)]) / math.log(6) * 3
+    assert weights.weights[1].tolist() == pytest.approx((0.5 * start + 0.5 * now).tolist(), abs=1e-6)
+    # branch A: DHC's hard Dice (2 tp + e) / (2 tp + fp + fn + 2 e) with e = 1e-8: tp (4, 2, 0), fp (2, 0, 0),
+    # fn (0, 0, 2); from DHC's start of e, classes 0 and 1 rose (learning), class 2 fell (unlearning)
+    e = 1e-8
+    dice = torch.tensor([(8 + e) / (10 + 2 * e), (4 + e) / (4 + 2 * e), e / (2 + 2 * e)], dtype=torch.float64)
+    change, ratio = dice - e, torch.log(dice / e)
+    learning = 0.5 * torch.where(change > 0, change, 0) * ratio
+    unlearning = 0.5 * torch.where(change <= 0, change, 0) * ratio
+    raw = ((unlearning + e) / (learning + e)) ** 0.2 * (0.5 + 0.5 * (1 - dice))
+    assert weights.weights[0].tolist() == pytest.approx((raw / raw.max() * 3).tolist(), rel=1e-5)
+    assert weights.weights[0].argmax() == 2  # the missed class weighs most
+    state = weights.state_dict()
+    restored = PublishedDHCWeights(3)
+    restored.load_state_dict(state)
+    assert all(torch.equal(a, b) for a, b in zip(restored.weights, weights.weights))
+
+
+def test_the_simplified_dhc_weights_update_both_branches_from_one_step():
+    from nnunetv2_micd.method.class_weighting import SimplifiedDHCWeights
+    weights = SimplifiedDHCWeights(2)
+    labels = torch.tensor([[0, 0, 1, 1]])
+    logits_a = torch.tensor([[[5.0, 5.0, 5.0, 5.0], [0.0, 0.0, 0.0, 0.0]]])  # A predicts class 0 everywhere
+    weights.update(logits_a, labels, torch.tensor([[0, 0, 0, 1]]))
+    weights_a, weights_b = weights.weights
+    assert weights_a[1] > weights_a[0]  # A segments class 1 worse
+    assert weights_b[1] > weights_b[0]  # class 1 is rarer (3 of 8 voxels)
+    restored = SimplifiedDHCWeights(2)
+    restored.load_state_dict(weights.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(restored.weights, weights.weights))

@@ -27,6 +27,7 @@ def test_defaults_are_valid_and_round_trip():
     ({"confidence_threshold": 1.2}, r"confidence_threshold must be in \[0, 1\]"),
     ({"cfc_standardise": 1}, "cfc_standardise must be true or false, got 1"),
     ({"branch_b_init": "he"}, "branch_b_init must be one of"),
+    ({"class_weighting": "dhc_exact"}, r"class_weighting must be one of \('dhc', 'dhc_published', 'none'\)"),
 ])
 def test_bad_values_are_named(values, message):
     with pytest.raises(ConfigError, match=message):
