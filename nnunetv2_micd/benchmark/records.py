@@ -51,10 +51,11 @@ def _trainer_class(run: RunSpec):
                                        cleanup_imports_from_base_folder=True)
 
 
-def expected_method_config(protocol: Protocol, run: RunSpec) -> Optional[dict]:
+def expected_method_config(protocol: Protocol, run: RunSpec, trainer=None) -> Optional[dict]:
     """The method configuration the run's trainer would train with now (its defaults, the protocol's settings and
-    the fields a variant fixes); None for trainers without one (nnUNetTrainerBudget)."""
-    trainer = _trainer_class(run)
+    the fields a variant fixes); None for trainers without one (nnUNetTrainerBudget). ``trainer``: the run's trainer
+    class when the caller has it already."""
+    trainer = trainer or _trainer_class(run)
     config_class = getattr(trainer, "config_class", None)
     if config_class is None:
         return None
@@ -65,11 +66,11 @@ def expected_method_config(protocol: Protocol, run: RunSpec) -> Optional[dict]:
 def changed_method_config(results: dict, protocol: Protocol, run: RunSpec) -> Optional[str]:
     """For a finished run whose trainer would now train with another method configuration (its defaults changed
     since): what changed. None when nothing did; a field added since counts as the value the run trained with."""
-    expected = expected_method_config(protocol, run)
+    trainer = _trainer_class(run)
+    expected = expected_method_config(protocol, run, trainer)
     if expected is None:
         return None
-    recorded = results["runs"][run.name]["method_config"].get("method", {})
-    recorded = _trainer_class(run).config_class.as_recorded(recorded)
+    recorded = trainer.config_class.as_recorded(results["runs"][run.name]["method_config"].get("method", {}))
     if recorded == expected:
         return None
     return ", ".join(f"{k} {recorded.get(k)!r} -> {v!r}" for k, v in expected.items() if recorded.get(k) != v)

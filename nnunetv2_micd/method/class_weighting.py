@@ -28,6 +28,14 @@ def _sum_across_processes(statistics: torch.Tensor) -> torch.Tensor:
     return statistics
 
 
+def _class_counts(label_map: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(C,) float64 voxel counts of each class in ``label_map``, on its device; values outside [0, C) (ignore
+    labels) are skipped."""
+    labels = label_map.detach().flatten()
+    labels = labels[(labels >= 0) & (labels < num_classes)]
+    return torch.bincount(labels, minlength=num_classes).double()
+
+
 def _normalise(raw_weights: torch.Tensor) -> torch.Tensor:
     """Scale to sum to the number of classes, so that uniform weighting is all ones."""
     return (raw_weights * (raw_weights.numel() / raw_weights.sum())).float()
@@ -51,11 +59,7 @@ class DistributionAwareWeights:
         """Add the voxel counts of `label_maps`; values outside [0, num_classes) (e.g. ignore labels) are skipped."""
         if len(label_maps) == 0:
             raise ValueError("update needs at least one label map")
-        counts = torch.zeros(self.num_classes, dtype=torch.float64, device=label_maps[0].device)
-        for label_map in label_maps:
-            labels = label_map.detach().flatten()
-            labels = labels[(labels >= 0) & (labels < self.num_classes)]
-            counts += torch.bincount(labels, minlength=self.num_classes)
+        counts = sum(_class_counts(label_map, self.num_classes) for label_map in label_maps)
         counts = _sum_across_processes(counts).cpu()
         if self.counts is None:
             self.counts = counts
@@ -200,9 +204,7 @@ class PublishedDHCWeights:
                 torch.full((self.num_classes,), float(self.num_classes)) if weights_b is None else weights_b.float()]
 
     def _counts(self, label_map: torch.Tensor) -> torch.Tensor:
-        labels = label_map.detach().flatten()
-        labels = labels[(labels >= 0) & (labels < self.num_classes)]
-        return _sum_across_processes(torch.bincount(labels, minlength=self.num_classes).double()).cpu()
+        return _sum_across_processes(_class_counts(label_map, self.num_classes)).cpu()
 
     def _distribution_weights(self, counts: torch.Tensor) -> torch.Tensor:
         return _largest_is(torch.log((counts.max() + self.eps) / (counts + self.eps)), self.num_classes)
