@@ -85,13 +85,9 @@ class DistributionAwareWeights:
         self.counts = None if counts is None else counts.detach().to("cpu", torch.float64).clone()
 
 
-class DifficultyAwareWeights:
-    """Weights from the student's per-class soft Dice: classes it segments poorly get larger weights.
-
-    w_c ~ (1 - d_c) + 0.05, where d_c is an exponential moving average of the Dice of class c. Classes never seen
-    in the labels keep d_c = 0, i.e. they count as hard.
-    """
-    weight_offset = 0.05
+class RunningClassDice:
+    """An exponential moving average of each class's soft Dice between a student's predictions and the labels of
+    the labeled patches. Classes never seen in the labels keep Dice 0."""
 
     def __init__(self, num_classes: int, momentum: float = 0.99):
         _validate(num_classes, momentum)
@@ -124,11 +120,6 @@ class DifficultyAwareWeights:
         self.dice = torch.where(present, averaged, self.dice)
         self.observed |= present
 
-    @property
-    def weights(self) -> torch.Tensor:
-        """(C,) float32 on the CPU, summing to C."""
-        return _normalise(1 - self.dice + self.weight_offset)
-
     def state_dict(self) -> Dict[str, Any]:
         return {"dice": self.dice.clone(), "observed": self.observed.clone()}
 
@@ -138,6 +129,20 @@ class DifficultyAwareWeights:
             raise ValueError(f"Expected state of shape ({self.num_classes},)")
         self.dice = dice.detach().to("cpu", torch.float64).clone()
         self.observed = observed.detach().to("cpu", torch.bool).clone()
+
+
+class DifficultyAwareWeights(RunningClassDice):
+    """Weights from the student's per-class soft Dice: classes it segments poorly get larger weights.
+
+    w_c ~ (1 - d_c) + 0.05, where d_c is the running Dice of class c (:class:`RunningClassDice`), so classes never
+    seen in the labels count as hard.
+    """
+    weight_offset = 0.05
+
+    @property
+    def weights(self) -> torch.Tensor:
+        """(C,) float32 on the CPU, summing to C."""
+        return _normalise(1 - self.dice + self.weight_offset)
 
 
 class SimplifiedDHCWeights:

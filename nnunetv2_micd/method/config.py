@@ -151,7 +151,7 @@ class MICDConfig(SemiSupervisedConfig):
     mask_block_size: Optional[Tuple[int, ...]] = None
     #: class weights in MCPC: DHC's, simplified ("dhc"), DHC's formulas as its code has them ("dhc_published"), or none
     class_weighting: str = "dhc"
-    #: momentum of the class-weight statistics
+    #: momentum of the per-class statistics (class weights, learned classes)
     class_weight_momentum: float = 0.99
     #: CMD: each student follows its own teacher ("own") or the other branch's teacher ("cross")
     cmd_mode: str = "own"
@@ -161,8 +161,12 @@ class MICDConfig(SemiSupervisedConfig):
     cfc_standardise: bool = False
     #: branch B's initial weights: PyTorch's defaults (as the paper) or nnU-Net's, as branch A has
     branch_b_init: str = "pytorch"
+    #: MCPC and CMD leave out of a student's softmax, where it is not the pseudo-label, each class whose running
+    #: soft Dice on the labeled patches is below this for that student, so they cannot unlearn a class the labels
+    #: are still teaching (0: every class always in, as the paper)
+    learned_class_dice: float = 0.0
     FIELDS_ADDED_LATER: ClassVar[Dict[str, object]] = {"confidence_threshold": 0.0, "cfc_standardise": False,
-                                                       "branch_b_init": "pytorch"}
+                                                       "branch_b_init": "pytorch", "learned_class_dice": 0.0}
     #: prediction: average of both students' logits, student A alone, or the average of both teachers
     inference_mode: str = "ensemble"
 
@@ -170,7 +174,8 @@ class MICDConfig(SemiSupervisedConfig):
         problems = super().problems()
         problems += [f"{name} must be >= 0, got {getattr(self, name)}"
                      for name in ("weight_mcpc", "weight_cfc", "weight_cmd") if not getattr(self, name) >= 0]
-        problems += _fraction_problems(self, ("mask_ratio", "class_weight_momentum", "confidence_threshold"))
+        problems += _fraction_problems(self, ("mask_ratio", "class_weight_momentum", "confidence_threshold",
+                                              "learned_class_dice"))
         for name, allowed in (("class_weighting", CLASS_WEIGHTING_MODES), ("cmd_mode", CMD_MODES),
                               ("inference_mode", INFERENCE_MODES), ("branch_b_init", BRANCH_B_INITS)):
             if getattr(self, name) not in allowed:

@@ -28,6 +28,18 @@ def ignore_unconfident(labels: torch.Tensor, logits: torch.Tensor, threshold: fl
     return labels.masked_fill(confidence < threshold, IGNORE_LABEL)
 
 
+def exclude_classes(logits: torch.Tensor, target: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """``logits`` (B, C, *spatial) with the classes of ``classes`` (a (C,) bool mask) taken out of the softmax
+    wherever ``target`` (long, (B, *spatial)) is another class. A cross-entropy against ``target`` then neither
+    pushes them down there nor counts their probability; their logits there get no gradient."""
+    if not bool(classes.any()):
+        return logits
+    class_index = torch.arange(logits.shape[1], device=logits.device).view(1, -1, *[1] * (logits.ndim - 2))
+    hidden = classes.to(logits.device).view_as(class_index) & (target.unsqueeze(1) != class_index)
+    # a finite stand-in for -inf: a voxel whose every class is hidden (an ignored one) must not produce NaN
+    return logits.masked_fill(hidden, torch.finfo(logits.dtype).min / 2)
+
+
 def weighted_cross_entropy(logits: torch.Tensor,
                            target: torch.Tensor,
                            class_weights: Optional[torch.Tensor] = None) -> torch.Tensor:

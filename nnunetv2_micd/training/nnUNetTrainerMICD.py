@@ -5,7 +5,7 @@ network is a :class:`DualBranchNetwork`, so nnU-Net's predictor uses both branch
 """
 from contextlib import ExitStack
 from functools import partial
-from typing import List
+from typing import Callable, List, Optional
 
 import torch
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
@@ -14,7 +14,9 @@ from torch import nn
 from nnunetv2_micd.method.class_weighting import CLASS_WEIGHTINGS
 from nnunetv2_micd.method.config import ConfigError, MICDConfig
 from nnunetv2_micd.method.ema import create_ema_teacher
-from nnunetv2_micd.method.losses import cfc_loss, cmd_loss, hard_pseudo_label, ignore_unconfident, mcpc_loss
+from nnunetv2_micd.method.learned_classes import LearnedClasses
+from nnunetv2_micd.method.losses import cfc_loss, cmd_loss, exclude_classes, hard_pseudo_label, ignore_unconfident, \
+    mcpc_loss
 from nnunetv2_micd.method.masking import apply_mask, default_block_size, random_block_mask
 from nnunetv2_micd.method.networks import DecoderFeatureRecorder, DualBranchNetwork, build_branches
 from nnunetv2_micd.training.nnUNetTrainerSemiSupervised import StepLosses, first_samples, highest_resolution, \
@@ -32,9 +34,11 @@ class nnUNetTrainerMICD(nnUNetTrainerSemiSupervised):
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.feature_recorders: List[DecoderFeatureRecorder] = []
-        weighting = CLASS_WEIGHTINGS.get(self.method_config.class_weighting)  # None: no class weights
-        self.class_weights = None if weighting is None else \
-            weighting(self.label_manager.num_segmentation_heads, self.method_config.class_weight_momentum)
+        config, num_classes = self.method_config, self.label_manager.num_segmentation_heads
+        weighting = CLASS_WEIGHTINGS.get(config.class_weighting)  # None: no class weights
+        self.class_weights = None if weighting is None else weighting(num_classes, config.class_weight_momentum)
+        self.learned_classes = None if config.learned_class_dice == 0 else \
+            LearnedClasses(num_classes, 2, config.learned_class_dice, config.class_weight_momentum)
 
     # ------------------------------------------------------------------ networks
     @classmethod
@@ -111,8 +115,9 @@ class nnUNetTrainerMICD(nnUNetTrainerSemiSupervised):
             masked_logits = [highest_resolution(o) for o in (masked_a, masked_b)] if self.masks_inputs else logits
             weights_a, weights_b = (None, None) if self.class_weights is None else \
                 [weights.to(x.device) for weights in self.class_weights.weights]
-            unsupervised["mcpc"] = mcpc_loss(*masked_logits, *self._targets(pseudo_labels, logits), weights_a,
-                                             weights_b)
+            targets = self._targets(pseudo_labels, logits)
+            masked_logits = self._without_unlearned_classes(masked_logits, targets[::-1])  # b's labels teach a
+            unsupervised["mcpc"] = mcpc_loss(*masked_logits, *targets, weights_a, weights_b)
         if config.weight_cfc > 0:
             unsupervised["cfc"] = cfc_loss(*(recorder.take() for recorder in self.feature_recorders),
                                            standardise=config.cfc_standardise)
@@ -122,14 +127,40 @@ class nnUNetTrainerMICD(nnUNetTrainerSemiSupervised):
             teacher_labels = self._targets([hard_pseudo_label(t) for t in teacher_logits], teacher_logits)
             if config.cmd_mode == "cross":
                 teacher_labels = teacher_labels[::-1]
-            unsupervised["cmd"] = cmd_loss(logits[0][num_labeled:], logits[1][num_labeled:], *teacher_labels)
+            student_logits = self._without_unlearned_classes([l[num_labeled:] for l in logits], teacher_labels)
+            unsupervised["cmd"] = cmd_loss(*student_logits, *teacher_labels)
         unlabeled_a, unlabeled_b = (p[num_labeled:] for p in pseudo_labels)
-        # the class weights follow A's labeled predictions and B's pseudo-labels on the unlabeled patches
-        update = None if self.class_weights is None else \
-            partial(self.class_weights.update, logits[0][:num_labeled], highest_resolution(target)[:, 0].long(),
-                    unlabeled_b)
         return StepLosses(supervised, unsupervised, {"disagreement": (unlabeled_a != unlabeled_b).float().mean()},
-                          update)
+                          self._statistics_update([l[:num_labeled] for l in logits], highest_resolution(target),
+                                                  unlabeled_b))
+
+    def _without_unlearned_classes(self, logits: List[torch.Tensor],
+                                   targets: List[torch.Tensor]) -> List[torch.Tensor]:
+        """Each student's logits for a cross-entropy against its target, without the classes that student has not
+        learned from the labels yet (:mod:`nnunetv2_micd.method.learned_classes`)."""
+        if self.learned_classes is None:
+            return logits
+        return [exclude_classes(l, t, classes) for l, t, classes in
+                zip(logits, targets, self.learned_classes.not_learned())]
+
+    def _statistics_update(self, labeled_logits: List[torch.Tensor], target: torch.Tensor,
+                           unlabeled_labels_b: torch.Tensor) -> Optional[Callable[[], None]]:
+        """What updates the per-class statistics once the step is taken: the class weights follow A's labeled
+        predictions and B's pseudo-labels on the unlabeled patches; the learned classes both students' labeled
+        predictions."""
+        labels = target[:, 0].long()
+        updates = []
+        if self.class_weights is not None:
+            updates.append(partial(self.class_weights.update, labeled_logits[0], labels, unlabeled_labels_b))
+        if self.learned_classes is not None:
+            updates.append(partial(self.learned_classes.update, labeled_logits, labels))
+        if not updates:
+            return None
+
+        def update_all() -> None:
+            for update in updates:
+                update()
+        return update_all
 
     def _targets(self, pseudo_labels: List[torch.Tensor], logits: List[torch.Tensor]) -> List[torch.Tensor]:
         """The pseudo-labels the unsupervised terms learn from: all, or only the confident ones."""
@@ -149,12 +180,17 @@ class nnUNetTrainerMICD(nnUNetTrainerSemiSupervised):
         weights["use_branch_b"] = network.use_branch_b.clone()
         return weights
 
+    def _statistics(self) -> dict:
+        return {name: statistics for name, statistics in (("class_weights", self.class_weights),
+                                                          ("learned_classes", self.learned_classes))
+                if statistics is not None}
+
     def method_state(self) -> dict:
-        return {} if self.class_weights is None else {"class_weights": self.class_weights.state_dict()}
+        return {name: statistics.state_dict() for name, statistics in self._statistics().items()}
 
     def load_method_state(self, state: dict) -> None:
-        if self.class_weights is not None:
-            self.class_weights.load_state_dict(state["class_weights"])
+        for name, statistics in self._statistics().items():
+            statistics.load_state_dict(state[name])
 
     def perform_actual_validation(self, save_probabilities: bool = False):
         """nnU-Net's final validation, predicting with the weights that inference will use."""

@@ -201,13 +201,16 @@ def test_the_method_switches_train_and_branch_b_can_start_from_nnUNets_initialis
     assert not _zeroed_norms(trainer.dual_network.branches[1])  # PyTorch's default, as the paper
     _use_method_config(monkeypatch, tmp_path, {"branch_b_init": "nnunet", "confidence_threshold": 0.6,
                                                "cfc_standardise": True, "cmd_mode": "cross",
-                                               "class_weighting": "dhc_published"})
+                                               "class_weighting": "dhc_published", "learned_class_dice": 0.5})
     trainer = _trainer(environment, "nnUNetTrainerMICD")
     trainer.initialize()
     assert _zeroed_norms(trainer.dual_network.branches[1]) and _zeroed_norms(trainer.teachers[1])
     outputs = _one_step(trainer)
     assert np.isfinite(outputs["loss"]) and all(np.isfinite(outputs[k]) for k in ("loss_mcpc", "loss_cfc", "loss_cmd"))
     assert trainer.class_weights.state["weights_b"] is not None  # DHC's published weights followed the step
+    # both students' Dice on the labeled patches followed the step, and a checkpoint keeps them
+    assert all(dice.observed.any() for dice in trainer.learned_classes.students)
+    assert set(trainer.method_state()) == {"class_weights", "learned_classes"}
 
 
 def test_micd_trains_a_2d_configuration(environment):

@@ -26,6 +26,7 @@ def test_defaults_are_valid_and_round_trip():
     ({"mask_block_size": [4, True, 4]}, "mask_block_size must be null or a list of positive integers"),
     ({"confidence_threshold": 1.2}, r"confidence_threshold must be in \[0, 1\]"),
     ({"cfc_standardise": 1}, "cfc_standardise must be true or false, got 1"),
+    ({"learned_class_dice": -0.1}, r"learned_class_dice must be in \[0, 1\]"),
     ({"branch_b_init": "he"}, "branch_b_init must be one of"),
     ({"class_weighting": "dhc_exact"}, r"class_weighting must be one of \('dhc', 'dhc_published', 'none'\)"),
 ])

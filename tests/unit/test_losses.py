@@ -3,8 +3,9 @@ import math
 import pytest
 import torch
 
-from nnunetv2_micd.method.losses import (IGNORE_LABEL, cfc_loss, cmd_loss, hard_pseudo_label, ignore_unconfident,
-                                         mcpc_loss, standardise_channels, symmetric_kl, weighted_cross_entropy)
+from nnunetv2_micd.method.losses import (IGNORE_LABEL, cfc_loss, cmd_loss, exclude_classes, hard_pseudo_label,
+                                         ignore_unconfident, mcpc_loss, standardise_channels, symmetric_kl,
+                                         weighted_cross_entropy)
 
 LOG2, LOG3 = math.log(2), math.log(3)
 # two voxels with two classes, laid out as 2D (1, 2, 2, 1) or 3D (1, 2, 1, 2, 1)
@@ -168,3 +169,26 @@ def test_standardised_cfc_cannot_be_lowered_by_shrinking_the_features():
     voxel = standardise_channels(features_a)[0, :, 1, 2]
     assert voxel.mean().item() == pytest.approx(0.0, abs=1e-6) and voxel.std(unbiased=False).item() == \
         pytest.approx(1.0, rel=1e-4)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_an_excluded_class_is_neither_pushed_down_nor_counted_where_it_is_not_the_target(dims):
+    # three classes; class 2 (not learned yet) is excluded. Voxel 0's target is background, voxel 1's is class 2.
+    logits = torch.tensor([[0., 0., LOG3], [0., 0., 0.]]).T.reshape(1, 3, *SPATIAL[dims]).requires_grad_(True)
+    target = _target(dims, [0, 2])
+    loss = weighted_cross_entropy(exclude_classes(logits, target, torch.tensor([False, False, True])), target)
+    # voxel 0 among classes 0 and 1 only: log 2; voxel 1 keeps all three classes: log 3
+    assert loss.item() == pytest.approx((LOG2 + LOG3) / 2, rel=1e-6)
+    loss.backward()
+    gradient = logits.grad.reshape(3, 2)
+    assert gradient[2, 0] == 0 and gradient[2, 1] != 0  # class 2 is trained only where it is the target
+    with_class_2 = weighted_cross_entropy(logits, target)
+    assert with_class_2.item() > loss.item()  # without the exclusion voxel 0 would push class 2 down
+
+
+def test_excluding_no_class_changes_nothing_and_an_ignored_voxel_stays_finite():
+    logits = _logits(2, [[0., 1.], [2., 0.]])
+    target = torch.tensor([[[IGNORE_LABEL], [0]]])
+    assert exclude_classes(logits, target, torch.tensor([False, False])) is logits
+    excluded = exclude_classes(logits, target, torch.tensor([True, True]))  # voxel 0: every class hidden
+    assert weighted_cross_entropy(excluded, target).item() == pytest.approx(0.0, abs=1e-6)
