@@ -3,17 +3,18 @@
 Everything runs through nnU-Net's own commands, in nnU-Net folders inside the demo's work folder (the user's
 nnUNet_raw, nnUNet_preprocessed and nnUNet_results are not touched).
 """
+import json
 import os
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from batchgenerators.utilities.file_and_folder_operations import join, load_json, maybe_mkdir_p
 
 from nnunetv2_micd.commands import micd_command, prediction_workers, run_command
 from nnunetv2_micd.dataset_conversion.synthetic import LABELS, SyntheticSpec, write_synthetic_dataset
-from nnunetv2_micd.method.config import TrainingBudget
+from nnunetv2_micd.method.config import MICDConfig, TrainingBudget
 from nnunetv2_micd.paths import trainer_path
 from nnunetv2_micd.plotting import grouped_bars
 from nnunetv2_micd.tables import markdown_table
@@ -33,6 +34,8 @@ class DemoSettings:
     iterations_per_epoch: int = 50
     seed: int = 0
     dataset: SyntheticSpec = SyntheticSpec()
+    #: a MICD_CONFIG file for MICD's settings; None: the method's defaults
+    method_config: Optional[str] = None
 
 
 class Demo:
@@ -49,7 +52,18 @@ class Demo:
         self.environment = {**os.environ, **self.folders, "nnUNet_extTrainer": trainer_path(),
                             **budget.to_environment()}
         self.environment.setdefault("nnUNet_def_n_proc", "2")
-        self.environment.pop("MICD_CONFIG", None)  # the demo shows the defaults
+        self.environment.pop("MICD_CONFIG", None)  # the defaults, unless settings say otherwise
+        if settings.method_config is not None:
+            self.environment["MICD_CONFIG"] = os.path.abspath(settings.method_config)
+        # read now, so that a bad file stops the demo before any work, not after the labeled-only training
+        self.method_config = MICDConfig() if settings.method_config is None else \
+            MICDConfig.from_file(settings.method_config)
+
+    def method_description(self) -> str:
+        """MICD's settings where they differ from its defaults."""
+        defaults = MICDConfig().to_dict()
+        changed = {key: value for key, value in self.method_config.to_dict().items() if value != defaults[key]}
+        return "MICD with its default settings" if not changed else f"MICD with {json.dumps(changed)}"
 
     def say(self, message: str) -> None:
         minutes, seconds = divmod(int(time.time() - self.started), 60)
@@ -117,6 +131,7 @@ def plot_dice(summaries: Dict[str, Dict], filename: str) -> None:
 
 def run_demo(settings: DemoSettings = DemoSettings()) -> Dict[str, Dict]:
     demo = Demo(settings)
+    demo.say(f"labeled-only nnU-Net against {demo.method_description()}")
     demo.prepare_dataset()
     summaries = {trainer: demo.train_predict_evaluate(trainer) for trainer in TRAINERS}
     table = dice_table(summaries)
@@ -125,7 +140,8 @@ def run_demo(settings: DemoSettings = DemoSettings()) -> Dict[str, Dict]:
     with open(join(os.path.abspath(settings.work_folder), "demo_results.md"), "w") as f:
         f.write(f"Test Dice on {settings.dataset.num_test} synthetic volumes, {settings.dataset.num_labeled} "
                 f"labeled and {settings.dataset.num_unlabeled} unlabeled training volumes, "
-                f"{settings.epochs * settings.iterations_per_epoch} steps each:\n\n{table}\n")
+                f"{settings.epochs * settings.iterations_per_epoch} steps each; {demo.method_description()}:"
+                f"\n\n{table}\n")
     demo.say("done")
     print("\n" + table + f"\n\nplot: {figure}\n")
     return summaries

@@ -83,17 +83,14 @@ class SemiSupervisedConfig:
     def from_environment(cls, **fixed) -> "SemiSupervisedConfig":
         """Defaults, updated by the JSON file in MICD_CONFIG; ``fixed`` are the fields a trainer variant sets,
         which the file may not change."""
-        values = {}
         path = os.environ.get("MICD_CONFIG")
-        if path:
-            try:
-                with open(path) as f:
-                    values = json.load(f)
-            except (OSError, json.JSONDecodeError) as e:
-                raise ConfigError(f"MICD_CONFIG={path} cannot be read: {e}") from e
-            if not isinstance(values, dict):
-                raise ConfigError(f"MICD_CONFIG={path} must hold a JSON object")
+        values = _read_config_file(path, f"MICD_CONFIG={path}") if path else {}
         return cls.with_fixed_fields(values, f"MICD_CONFIG={path}", **fixed)
+
+    @classmethod
+    def from_file(cls, path: str) -> "SemiSupervisedConfig":
+        """Defaults, updated by a JSON file written for MICD_CONFIG."""
+        return cls.with_fixed_fields(_read_config_file(path, path), path)
 
     @classmethod
     def with_fixed_fields(cls, values: dict, source: str, **fixed) -> "SemiSupervisedConfig":
@@ -119,6 +116,17 @@ class SemiSupervisedConfig:
         if values.get("mask_block_size") is not None:
             values["mask_block_size"] = list(values["mask_block_size"])
         return values
+
+
+def _read_config_file(path: str, source: str) -> dict:
+    try:
+        with open(path) as f:
+            values = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{source} cannot be read: {e}") from e
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source} must hold a JSON object")
+    return values
 
 
 def _fraction_problems(config, names: Sequence[str]) -> List[str]:

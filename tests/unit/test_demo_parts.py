@@ -1,8 +1,12 @@
+import json
+
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from nnunetv2_micd.dataset_conversion.synthetic import LABELS, SyntheticSpec, synthetic_case, write_synthetic_dataset
 from nnunetv2_micd.demo import DATASET_NAME, Demo, DemoSettings, dice_table, plot_dice
+from nnunetv2_micd.method.config import ConfigError
 
 
 def test_synthetic_case_has_three_structures_of_decreasing_size():
@@ -47,3 +51,17 @@ def test_an_interrupted_write_of_the_demo_dataset_is_done_again(tmp_path):
     (raw / "imagesTr").mkdir(parents=True)  # interrupted before anything else was written
     demo.prepare_dataset()
     assert (raw / "dataset.json").is_file() and len(list((raw / "labelsTr").iterdir())) == 2
+
+
+def test_the_demo_tries_the_micd_settings_it_is_given_and_refuses_a_bad_file_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setenv("MICD_CONFIG", str(tmp_path / "the users own.json"))  # never what the demo trains with
+    assert "MICD_CONFIG" not in Demo(DemoSettings(work_folder=str(tmp_path))).environment
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"learned_class_dice": 0.5}))
+    demo = Demo(DemoSettings(work_folder=str(tmp_path / "work"), method_config=str(config)))
+    assert demo.environment["MICD_CONFIG"] == str(config)
+    assert demo.method_description() == 'MICD with {"learned_class_dice": 0.5}'
+    config.write_text(json.dumps({"learned_class_dice": 2}))
+    with pytest.raises(ConfigError, match="learned_class_dice must be in"):
+        Demo(DemoSettings(work_folder=str(tmp_path / "work"), method_config=str(config)))
+    assert not (tmp_path / "work").exists()
