@@ -56,7 +56,7 @@ def _cmd_export_plain(args) -> None:
 def _cmd_demo(args) -> None:
     from nnunetv2_micd.demo import DemoSettings, run_demo
     run_demo(DemoSettings(work_folder=args.o, epochs=args.epochs, iterations_per_epoch=args.iterations,
-                          method_config=args.config))
+                          method_config_file=args.config))
 
 
 def _cmd_bench_step(args) -> None:

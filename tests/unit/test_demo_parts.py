@@ -58,10 +58,10 @@ def test_the_demo_tries_the_micd_settings_it_is_given_and_refuses_a_bad_file_bef
     assert "MICD_CONFIG" not in Demo(DemoSettings(work_folder=str(tmp_path))).environment
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"learned_class_dice": 0.5}))
-    demo = Demo(DemoSettings(work_folder=str(tmp_path / "work"), method_config=str(config)))
+    demo = Demo(DemoSettings(work_folder=str(tmp_path / "work"), method_config_file=str(config)))
     assert demo.environment["MICD_CONFIG"] == str(config)
     assert demo.method_description() == 'MICD with {"learned_class_dice": 0.5}'
     config.write_text(json.dumps({"learned_class_dice": 2}))
     with pytest.raises(ConfigError, match="learned_class_dice must be in"):
-        Demo(DemoSettings(work_folder=str(tmp_path / "work"), method_config=str(config)))
+        Demo(DemoSettings(work_folder=str(tmp_path / "work"), method_config_file=str(config)))
     assert not (tmp_path / "work").exists()
