@@ -38,7 +38,8 @@ class nnUNetTrainerMICD(nnUNetTrainerSemiSupervised):
         weighting = CLASS_WEIGHTINGS.get(config.class_weighting)  # None: no class weights
         self.class_weights = None if weighting is None else weighting(num_classes, config.class_weight_momentum)
         self.learned_classes = None if config.learned_class_dice == 0 else \
-            LearnedClasses(num_classes, 2, config.learned_class_dice, config.class_weight_momentum)
+            LearnedClasses(num_classes, num_students=2, dice_threshold=config.learned_class_dice,
+                           momentum=config.class_weight_momentum)
 
     # ------------------------------------------------------------------ networks
     @classmethod
