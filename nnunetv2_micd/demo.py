@@ -53,11 +53,11 @@ class Demo:
                             **budget.to_environment()}
         self.environment.setdefault("nnUNet_def_n_proc", "2")
         self.environment.pop("MICD_CONFIG", None)  # the defaults, unless settings say otherwise
+        self.method_config = MICDConfig()
         if settings.method_config_file is not None:
+            # read now, so that a bad file stops the demo before any work, not after the labeled-only training
+            self.method_config = MICDConfig.from_file(settings.method_config_file)
             self.environment["MICD_CONFIG"] = os.path.abspath(settings.method_config_file)
-        # read now, so that a bad file stops the demo before any work, not after the labeled-only training
-        self.method_config = MICDConfig() if settings.method_config_file is None else \
-            MICDConfig.from_file(settings.method_config_file)
 
     def method_description(self) -> str:
         """MICD's settings where they differ from its defaults."""
