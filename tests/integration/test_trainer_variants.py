@@ -389,3 +389,27 @@ def test_a_batch_that_does_not_fit_stops_with_the_numbers(environment, monkeypat
                                           r"\(40, 40, 40\) voxels through 2 student\(s\), with 2 teacher\(s\)\. "
                                           r"Start a new training with a lower unlabeled_batch_size"):
         _one_step(trainer)
+
+
+def test_without_unsupervised_terms_student_a_takes_nnUNets_own_steps(environment, tmp_path, monkeypatch):
+    """The supervised path of the two-network trainer is nnU-Net's: from the same weights and batches, student A
+    moves exactly as the labeled-only trainer's network does."""
+    labeled_only = _trainer(environment, "nnUNetTrainerBudget")
+    _use_method_config(monkeypatch, tmp_path, {"lambda_max": 0.0})
+    micd = _trainer(environment, "nnUNetTrainerMICD")
+    for trainer in (labeled_only, micd):
+        trainer.on_train_start()
+    try:
+        student_a = micd.students[0]
+        labeled_only.network.load_state_dict(student_a.state_dict())
+        before = _parameters(student_a)
+        for _ in range(3):
+            batch = next(micd.dataloader_train)
+            labeled_only.train_step(batch)
+            micd.train_step(batch)
+        assert any(not torch.equal(p, b) for p, b in zip(student_a.parameters(), before))
+        for expected, actual in zip(labeled_only.network.parameters(), student_a.parameters()):
+            torch.testing.assert_close(actual, expected)
+    finally:
+        for trainer in (labeled_only, micd):
+            trainer.on_train_end()
