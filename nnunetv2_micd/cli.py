@@ -56,7 +56,7 @@ def _cmd_export_plain(args) -> None:
 def _cmd_demo(args) -> None:
     from nnunetv2_micd.demo import DemoSettings, run_demo
     run_demo(DemoSettings(work_folder=args.o, epochs=args.epochs, iterations_per_epoch=args.iterations,
-                          method_config_file=args.config))
+                          seed=args.seed, method_config_file=args.config))
 
 
 def _cmd_bench_step(args) -> None:
@@ -277,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", default="micd_demo", help="work folder (default: ./micd_demo)")
     p.add_argument("--epochs", type=int, default=12, help="epochs per trainer (default: 12)")
     p.add_argument("--iterations", type=int, default=50, help="steps per epoch (default: 50)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="training seed of both trainers (initial weights; the dataset stays the same; default: 0)")
     p.add_argument("--config", default=None,
                    help="a MICD_CONFIG JSON file with MICD settings to try (default: the method's defaults)")
     p.set_defaults(func=_cmd_demo)

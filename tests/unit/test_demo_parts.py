@@ -65,3 +65,14 @@ def test_the_demo_tries_the_micd_settings_it_is_given_and_refuses_a_bad_file_bef
     with pytest.raises(ConfigError, match="learned_class_dice must be in"):
         Demo(DemoSettings(work_folder=str(tmp_path / "work"), method_config_file=str(config)))
     assert not (tmp_path / "work").exists()
+
+
+def test_the_demo_trains_both_trainers_with_the_seed_it_is_given(tmp_path, monkeypatch):
+    from nnunetv2_micd import demo as demo_module
+    from nnunetv2_micd.cli import main
+    environments = []
+    monkeypatch.setattr(demo_module, "run_demo",
+                        lambda settings: environments.append(demo_module.Demo(settings).environment))
+    main(["demo", "-o", str(tmp_path), "--seed", "2"])
+    main(["demo", "-o", str(tmp_path)])
+    assert [environment["MICD_SEED"] for environment in environments] == ["2", "0"]
