@@ -18,13 +18,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json, maybe_mkdir_p, save_json
 
 from nnunetv2_micd.benchmark.protocol import BUILTIN_FOLDER
 from nnunetv2_micd.benchmark.report import compare_case_dice
+from nnunetv2_micd.commands import micd_command
 from nnunetv2_micd.paths import trainer_path
 
 SOURCE = "Dataset800_ACDC"
@@ -35,8 +35,7 @@ TRAINER = "nnUNetTrainerBudget"
 
 
 def micd(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "nnunetv2_micd.cli", *map(str, args)], check=True,
-                   env={**os.environ, "nnUNet_extTrainer": trainer_path()})
+    subprocess.run(micd_command(*args), check=True, env={**os.environ, "nnUNet_extTrainer": trainer_path()})
 
 
 def suggest(acdc_work: str, model: str, work: str, out: str) -> list:
