@@ -26,12 +26,14 @@ from nnunetv2_micd.benchmark.protocol import BUILTIN_FOLDER
 from nnunetv2_micd.benchmark.report import compare_case_dice
 from nnunetv2_micd.commands import micd_command
 from nnunetv2_micd.paths import trainer_path
+from nnunetv2_micd.plotting import grouped_bars
 
 SOURCE = "Dataset800_ACDC"
 THREE_PATIENTS = "labeled_3_patients.txt"
 SMALL_DATASET = "Dataset810_ACDC"
 PATIENT_PATTERN = r"patient\d+"
 TRAINER = "nnUNetTrainerBudget"
+THREE_PATIENTS_RUN = f"{TRAINER}__labeled6__seed0"  # acdc_cpu's run on the 3 patients alone, at the same seed
 
 
 def micd(*args: str) -> None:
@@ -110,6 +112,15 @@ def compare(picks: dict, results: dict) -> dict:
     return comparison
 
 
+def plot_picks(results: dict, three_patients: dict, filename: str) -> None:
+    """Validation Dice per class of every labeled set, beside the 3 patients alone."""
+    runs = {"3 patients": three_patients, **{f"+ {name}": only_run(r) for name, r in results.items()}}
+    labels = next(iter(results.values()))["labels"]
+    series = {name: [run["dice"][value] for run in runs.values()] for value, name in labels.items()}
+    series["mean"] = [run["mean_dice"] for run in runs.values()]
+    grouped_bars(filename, list(runs), series, ylabel="validation Dice", zoom=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("acdc_work", help="work folder of micd benchmark acdc_cpu")
@@ -130,7 +141,10 @@ def main() -> None:
         save_json(picks, picks_file, sort_keys=False)
     results = {name: train_pick(name, patients, args.acdc_work, args.work, args.o) for name, patients in picks.items()}
     comparison = compare(picks, results)
+    three_patients = load_json(join(args.acdc_work, "results.json"))["runs"][THREE_PATIENTS_RUN]
+    comparison["three_patients_mean_dice"] = three_patients["mean_dice"]
     save_json(comparison, join(args.o, "comparison.json"), sort_keys=False)
+    plot_picks(results, three_patients, join(args.o, "comparison.png"))
     print(json.dumps(comparison, indent=1))
 
 
