@@ -304,8 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default=None, help="path of the source dataset, instead of the protocol's")
     p.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda when available")
     p.add_argument("--only", nargs="+", default=None, metavar="METHOD",
-                   help="run only the unfinished runs of these trainers (or trainer__tag), making only the "
-                        "datasets they use; the others wait")
+                   help="run only the unfinished runs of these trainers (or trainer__tag, or runs by name: "
+                        "trainer__labeledN__seedS), making only the datasets they use; the others wait")
     p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                    help="run in pieces: stop training where the next epoch would end after this many minutes "
                         "(its last checkpoint kept) and start no run after them, exiting with status "

@@ -43,15 +43,17 @@ class BenchmarkRunner:
 
     def select(self, only: Optional[List[str]]) -> List[RunSpec]:
         """The protocol's runs, or with ``only`` just those of the named methods (trainer names, or
-        trainer__tag)."""
+        trainer__tag) and runs (e.g. nnUNetTrainerBudget__labeled14__seed0)."""
         runs = self.protocol.runs
         if not only:
             return runs
-        methods = sorted({run.method for run in runs} | {run.trainer for run in runs})
-        unknown = sorted(set(only) - set(methods))
+        names = {run.method for run in runs} | {run.trainer for run in runs} | {run.name for run in runs}
+        unknown = sorted(set(only) - names)
         if unknown:
-            raise ProtocolError(f"--only {unknown}: the protocol's methods are {methods}")
-        return [run for run in runs if run.method in only or run.trainer in only]
+            methods = sorted({run.method for run in runs} | {run.trainer for run in runs})
+            raise ProtocolError(f"--only {unknown}: the protocol's methods are {methods}, its runs "
+                                f"{[run.name for run in runs]}")
+        return [run for run in runs if {run.method, run.trainer, run.name} & set(only)]
 
     def recorded_results(self) -> Optional[dict]:
         """results.json, checked against the protocol (whose present settings it then records); None before the

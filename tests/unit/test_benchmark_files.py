@@ -98,8 +98,7 @@ def test_the_gpu_protocol_is_the_cpu_headline_with_nnUNets_default_width():
         "nnUNetTrainerBudget__labeled10__seed1", "nnUNetTrainerMICD__labeled10__seed1"]
 
 
-PUBLISHED_RESULTS = sorted(str(path) for path in
-                           (Path(__file__).parents[2] / "docs" / "benchmarks").glob("*/results.json"))
+PUBLISHED_RESULTS = sorted(str(path) for path in (Path(__file__).parents[2] / "docs").glob("**/results.json"))
 
 
 @pytest.mark.parametrize("path", PUBLISHED_RESULTS)
@@ -456,6 +455,8 @@ def test_only_selects_the_runs_of_the_named_methods(tmp_path):
         "nnUNetTrainerBudget__labeled10__seed0", "nnUNetTrainerBudget__labeled10__seed1"}
     assert [r.name for r in runner.select(["nnUNetTrainerMICD__l3"])] == ["nnUNetTrainerMICD__l3__labeled10__seed0"]
     assert len(runner.select(["nnUNetTrainerMICD"])) == 3  # a trainer's name takes its tagged runs too
+    assert [r.name for r in runner.select(["nnUNetTrainerBudget__labeled10__seed1", "nnUNetTrainerMICD__l3"])] == [
+        "nnUNetTrainerBudget__labeled10__seed1", "nnUNetTrainerMICD__l3__labeled10__seed0"]  # in the protocol's order
     assert runner.select(None) == runner.protocol.runs
     with pytest.raises(ProtocolError, match="the protocol's methods are"):
         runner.select(["nnUNetTrainerMICDX"])
