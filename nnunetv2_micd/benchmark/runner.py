@@ -47,8 +47,7 @@ class BenchmarkRunner:
         runs = self.protocol.runs
         if not only:
             return runs
-        names = {run.method for run in runs} | {run.trainer for run in runs} | {run.name for run in runs}
-        unknown = sorted(set(only) - names)
+        unknown = sorted(set(only) - {name for run in runs for name in (run.method, run.trainer, run.name)})
         if unknown:
             methods = sorted({run.method for run in runs} | {run.trainer for run in runs})
             raise ProtocolError(f"--only {unknown}: the protocol's methods are {methods}, its runs "
