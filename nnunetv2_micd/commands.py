@@ -1,4 +1,6 @@
 """Running nnU-Net's commands as a user would, with their output kept and their failures explained."""
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -34,32 +36,53 @@ def run_command(command: List[str], environment: Dict[str, str], log_file: Optio
     ``log_file``; ``pass_fds`` stay open in the command. On failure the last lines are printed and
     :class:`CommandFailed` names the command.
 
-    ``on_line`` returns True to stop the command as Ctrl-C would (an interrupted nnUNetv2_train keeps its last
-    checkpoint; its data augmentation workers end with it); the command is killed if it has not ended a minute
-    later. Returns False when the command was stopped so, True when it ran to its end."""
+    ``on_line`` returns True to stop the command as Ctrl-C would (see :func:`_interrupt`). Returns False when the
+    command was stopped so, True when it ran to its end."""
     recent = deque(maxlen=40)
     log = open(log_file, "a") if log_file is not None else None
-    killer = threading.Timer(60, lambda: process.kill())
-    killer.daemon = True
+    stopping = None
     try:
         with subprocess.Popen(command, env={**environment, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, pass_fds=pass_fds, cwd=cwd) as process:
-            for line in process.stdout:
-                recent.append(line)
-                if log is not None:
-                    log.write(line)
-                    log.flush()
-                if on_line is not None and killer.ident is None and on_line(line):
-                    process.send_signal(signal.SIGINT)
-                    killer.start()
+                              stderr=subprocess.STDOUT, text=True, pass_fds=pass_fds, cwd=cwd,
+                              process_group=0) as process:
+            try:
+                for line in process.stdout:
+                    recent.append(line)
+                    if log is not None:
+                        log.write(line)
+                        log.flush()
+                    if on_line is not None and stopping is None and on_line(line):
+                        stopping = _interrupt(process)
+            except KeyboardInterrupt:
+                # the command's own process group does not hear the terminal's Ctrl-C: pass it on as a terminal would
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGINT)
+                raise
     finally:
-        killer.cancel()
         if log is not None:
             log.close()
-    if killer.ident is not None:  # stopped on request
+    if stopping is not None:
+        stopping.join()
         return False
     if process.returncode != 0:
         sys.stdout.writelines(recent)
         where = f" (full output: {log_file})" if log_file is not None else ""
         raise CommandFailed(f"{' '.join(command)} failed with exit code {process.returncode}{where}")
     return True
+
+
+def _interrupt(process: subprocess.Popen) -> threading.Thread:
+    """Ctrl-C for the command alone: an interrupted nnUNetv2_train keeps its last checkpoint. Once it has ended, or a
+    minute later, everything left in its process group is killed: nnU-Net's data augmentation workers can
+    outlive an interrupted training and would hold its output open for ever."""
+    process.send_signal(signal.SIGINT)
+
+    def end_process_group():
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=60)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+    ending = threading.Thread(target=end_process_group, daemon=True)
+    ending.start()
+    return ending

@@ -1,0 +1,54 @@
+import os
+import sys
+import time
+
+from nnunetv2_micd.commands import run_command
+
+TRAINING_WITH_A_WORKER = """
+import signal, subprocess, sys, time
+worker = subprocess.Popen([sys.executable, "-c",
+                           "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(600)"])
+try:
+    print(worker.pid, flush=True)
+    time.sleep(600)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    sys.exit(130)
+"""
+
+
+def _has_ended(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"  # a zombie waits only for its parent's wait
+    except FileNotFoundError:
+        return True
+
+
+def test_a_stopped_command_leaves_no_worker_behind_and_returns_at_once(tmp_path):
+    """nnUNetv2_train's augmentation workers survive its Ctrl-C and keep its output open: the stop must end them."""
+    lines = []
+
+    def stop_after_the_worker_started(line):
+        lines.append(line)
+        return True
+
+    started = time.time()
+    log_file = tmp_path / "train.log"
+    finished = run_command([sys.executable, "-c", TRAINING_WITH_A_WORKER], dict(os.environ), str(log_file),
+                           on_line=stop_after_the_worker_started)
+    assert not finished
+    assert time.time() - started < 30  # not the minute's grace given to a command that ignores Ctrl-C
+    assert log_file.read_text().split() == lines[0].split() + ["interrupted"]  # stopped as Ctrl-C would
+    worker = int(lines[0])
+    deadline = time.time() + 5
+    while not _has_ended(worker) and time.time() < deadline:
+        time.sleep(0.1)
+    assert _has_ended(worker)
+
+
+def test_a_command_that_ends_by_itself_runs_to_its_end():
+    lines = []
+    finished = run_command([sys.executable, "-c", "print('one'); print('two')"], dict(os.environ),
+                           on_line=lambda line: lines.append(line.strip()))
+    assert finished and lines == ["one", "two"]
