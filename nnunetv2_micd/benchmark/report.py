@@ -223,20 +223,26 @@ def cost_table(results: dict) -> str:
 
 
 def plot_label_efficiency(results: dict, filename: str) -> None:
+    """On a log axis of labeled cases (a fully supervised count far to the right would squeeze the others into a
+    corner), each method's points shifted a little sideways so that their error bars stay apart."""
     groups = group_runs(results)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    counts = sorted({runs[0]["num_labeled"] for runs in groups.values()})
-    for trainer in sorted({t for t, labeled in groups if labeled != ALL_LABELED}):
+    trainers = sorted({t for t, labeled in groups if labeled != ALL_LABELED})
+    for index, trainer in enumerate(trainers):
         points = sorted((runs[0]["num_labeled"], [r["mean_dice"] for r in runs])
                         for (t, labeled), runs in groups.items() if t == trainer)
-        x = [p[0] for p in points]
+        shift = 1 + 0.02 * (index - (len(trainers) - 1) / 2)
         means, stds = zip(*[_mean_std(p[1]) for p in points])
-        ax.errorbar(x, means, yerr=stds, marker="o", capsize=3, label=trainer)
+        ax.errorbar([p[0] * shift for p in points], means, yerr=stds, marker="o", capsize=3, label=trainer)
     upper = _upper_bound_dice(groups)
     if upper is not None:
         ax.axhline(upper, color="k", linestyle="--", label=f"{UPPER_BOUND} "
                                                            f"({groups[(UPPER_BOUND, ALL_LABELED)][0]['num_labeled']})")
-    ax.set_xticks(counts)  # the labeled counts trained, not a fractional axis
+    ax.set_xscale("log")
+    ax.margins(x=0.15)
+    counts = sorted({runs[0]["num_labeled"] for (t, labeled), runs in groups.items() if labeled != ALL_LABELED})
+    ax.set_xticks(counts, [str(count) for count in counts])  # the labeled counts trained, not a fractional axis
+    ax.minorticks_off()
     ax.set_xlabel("labeled training cases")
     ax.set_ylabel(f"mean {_held_out(results)} Dice")
     ax.legend(fontsize=8)
@@ -275,8 +281,9 @@ def plot_training_curves(results: dict, filename: str) -> None:
 
 PICTURES = {
     "label_efficiency.png": (plot_label_efficiency,
-                             "Mean {held_out} Dice against the number of labeled cases, mean ± standard deviation "
-                             "over seeds; a dashed line marks the fully supervised model once it is trained."),
+                             "Mean {held_out} Dice against the number of labeled cases (log axis, each method shifted "
+                             "a little sideways), mean ± standard deviation over seeds; a dashed line marks the fully "
+                             "supervised model once it is trained."),
     "per_class.png": (plot_per_class, "Dice per class on the {held_out} cases, mean ± standard deviation over seeds."),
     "training_curves.png": (plot_training_curves,
                             "Left: what each trainer minimises, per epoch. Two-student trainers add both students' "
