@@ -829,3 +829,17 @@ def test_the_seed_level_interval_pairs_each_seed_with_the_baselines_and_needs_tw
     assert (low, high) == pytest.approx((0.02 - half, 0.02 + half))
     assert low < 0 < high  # three consistent gains of 1 to 3 points still do not resolve a gain
     assert seed_interval([0.01]) is None
+
+
+def test_the_label_efficiency_axis_shows_the_labeled_counts_and_keeps_the_methods_apart(monkeypatch):
+    from nnunetv2_micd.benchmark import report
+    figures = []
+    monkeypatch.setattr(report, "save_figure", lambda fig, filename: figures.append(fig))
+    report.plot_label_efficiency(_results(_run("nnUNetTrainerBudget", 6), _run("nnUNetTrainerMICD", 6),
+                                          _run("nnUNetTrainerBudget", 14), _run("nnUNetTrainerMICD", 14),
+                                          _run("nnUNetTrainerBudget", "all", mean_dice=0.9)), "unused.png")
+    ax = figures[0].axes[0]
+    assert ax.get_xscale() == "log"
+    assert list(ax.get_xticks()) == [6, 14]  # the fully supervised count is the dashed line, not a tick
+    budget, micd = (container.lines[0].get_xdata() for container in ax.containers)  # errorbar's data lines
+    assert all(b < m for b, m in zip(budget, micd))  # shifted sideways, so their error bars cannot overlap
