@@ -229,6 +229,10 @@ def test_the_acdc_protocols_take_the_literatures_labeled_patients_and_hold_out_i
     seconds = {trainer: values["seconds_per_step"] for trainer, values in cost["cost"]["trainers"].items()}
     ratio = seconds["nnUNetTrainerMICD"] / seconds["nnUNetTrainerBudget"]
     assert cpu.run_steps(equal_compute) == round(ratio) * cpu.total_steps
+    # and MICD as long, to ask whether it still gains when labeled-only nnU-Net has trained that long
+    long_micd = next(run for run in cpu.runs if run.tag == "long")
+    assert (long_micd.trainer, long_micd.labeled, long_micd.seed) == ("nnUNetTrainerMICD", 6, equal_compute.seed)
+    assert cpu.run_steps(long_micd) == cpu.run_steps(equal_compute)
 
 
 @pytest.mark.parametrize("change, message", [
