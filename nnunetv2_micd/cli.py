@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("demo", help="MICD against plain nnU-Net on a built-in synthetic dataset, end to end")
     p.add_argument("-o", default="micd_demo", help="work folder (default: ./micd_demo)")
-    p.add_argument("--epochs", type=int, default=12, help="epochs per trainer (default: 12)")
+    p.add_argument("--epochs", type=int, default=24, help="epochs per trainer (default: 24)")
     p.add_argument("--iterations", type=int, default=50, help="steps per epoch (default: 50)")
     p.add_argument("--seed", type=int, default=0,
                    help="training seed of both trainers (initial weights; the dataset stays the same; default: 0)")

@@ -30,7 +30,7 @@ PROGRESS_MARKERS = ("Epoch ", "train_loss", "Pseudo dice", "Epoch time", "Mean V
 @dataclass(frozen=True)
 class DemoSettings:
     work_folder: str = "micd_demo"
-    epochs: int = 12
+    epochs: int = 24
     iterations_per_epoch: int = 50
     seed: int = 0
     dataset: SyntheticSpec = SyntheticSpec()
