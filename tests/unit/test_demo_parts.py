@@ -76,3 +76,14 @@ def test_the_demo_trains_both_trainers_with_the_seed_it_is_given(tmp_path, monke
     main(["demo", "-o", str(tmp_path), "--seed", "2"])
     main(["demo", "-o", str(tmp_path)])
     assert [environment["MICD_SEED"] for environment in environments] == ["2", "0"]
+
+
+def test_the_cli_defaults_of_micd_demo_are_the_demo_settings():
+    """The CLI keeps its imports light, so it spells the defaults out; they must not drift from DemoSettings."""
+    from nnunetv2_micd.cli import build_parser
+
+    args = build_parser().parse_args(["demo"])
+    defaults = DemoSettings()
+    assert (args.o, args.epochs, args.iterations, args.seed, args.config) == (
+        defaults.work_folder, defaults.epochs, defaults.iterations_per_epoch, defaults.seed,
+        defaults.method_config_file)
