@@ -14,6 +14,12 @@ def save_figure(fig, filename: str) -> None:
     plt.close(fig)
 
 
+def labels_would_overlap(groups: Sequence[str]) -> bool:
+    """Whether the group names, set level side by side, would run into each other (many groups, or long names such as
+    tagged benchmark runs); they are then slanted."""
+    return len(groups) > 4 or sum(max(len(line) for line in group.split("\n")) for group in groups) > 60
+
+
 def grouped_bars(filename: str, groups: Sequence[str], series: Dict[str, List[float]],
                  errors: Optional[Dict[str, List[float]]] = None, ylabel: str = "test Dice",
                  zoom: bool = False) -> None:
@@ -25,8 +31,9 @@ def grouped_bars(filename: str, groups: Sequence[str], series: Dict[str, List[fl
         ax.bar(np.arange(len(groups)) + i * width, values, width, label=name, capsize=2,
                yerr=None if errors is None else errors[name])
     ax.set_xticks(np.arange(len(groups)) + width * (len(series) - 1) / 2)
-    ax.set_xticklabels(groups, fontsize=7 if len(groups) > 4 else None, rotation=30 if len(groups) > 4 else 0,
-                       ha="right" if len(groups) > 4 else "center")
+    crowded = labels_would_overlap(groups)
+    ax.set_xticklabels(groups, fontsize=7 if crowded else None, rotation=30 if crowded else 0,
+                       ha="right" if crowded else "center")
     if zoom:
         values = np.array([v for vs in series.values() for v in vs])
         spread = np.array([e for es in (errors or {}).values() for e in es]) if errors else np.zeros_like(values)
