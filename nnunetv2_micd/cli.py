@@ -132,9 +132,10 @@ def _predict_uncertainty(args, input_folder: str, output_folder: str) -> dict:
 
 
 def _cmd_predict_uncertainty(args) -> None:
+    from nnunetv2_micd.inference.predict_uncertainty import SUMMARY_FILE
     record = _predict_uncertainty(args, args.i, args.o)
     print(f"{len(record['cases'])} cases with {', '.join(record['maps'])} maps in {args.o}; per-case summary in "
-          f"{os.path.join(args.o, 'uncertainty.json')}")
+          f"{os.path.join(args.o, SUMMARY_FILE)}")
 
 
 def _cmd_suggest(args) -> None:
@@ -145,17 +146,19 @@ def _cmd_suggest(args) -> None:
             raise UsageError("give the images with -i, or the dataset whose imagesUnlabeled to rank with -d")
         from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
         from nnunetv2.paths import nnUNet_raw
-        input_folder = os.path.join(nnUNet_raw, maybe_convert_to_dataset_name(args.d), "imagesUnlabeled")
+        from nnunetv2_micd.preprocessing.check import SPLIT_FOLDERS
+        input_folder = os.path.join(nnUNet_raw.require(), maybe_convert_to_dataset_name(args.d),
+                                    SPLIT_FOLDERS["unlabeled"][0])
     record = _predict_uncertainty(args, input_folder, args.o)
     cases = record["cases"] if args.group is None else group_cases(record["cases"], args.group)
     ranking = rank_cases(cases, args.diversity)
-    write_ranking(ranking, args.o, {"images": os.path.abspath(input_folder), "model": record["model"],
-                                    "folds": record["folds"], "checkpoint": record["checkpoint"],
-                                    "diversity": args.diversity, "group": args.group})
+    csv_file = write_ranking(ranking, args.o, {"images": os.path.abspath(input_folder), "model": record["model"],
+                                               "folds": record["folds"], "checkpoint": record["checkpoint"],
+                                               "diversity": args.diversity, "group": args.group})
     for entry in ranking[:args.n]:
         print(f"{entry['rank']:4d}  {entry['case']}  score {entry['score']:.4f}")
     what = "cases" if args.group is None else f"groups of cases ({args.group})"
-    print(f"ranking of {len(ranking)} {what}: {os.path.join(args.o, 'ranking.csv')} (and ranking.json)")
+    print(f"ranking of {len(ranking)} {what}: {csv_file} (and ranking.json)")
 
 
 def _cmd_check_uncertainty(args) -> None:
@@ -176,13 +179,14 @@ def _cmd_check_uncertainty(args) -> None:
 def _cmd_show_uncertainty(args) -> None:
     from batchgenerators.utilities.file_and_folder_operations import load_json
     from nnunetv2_micd.evaluation.uncertainty_quality import plot_case
+    from nnunetv2_micd.inference.predict_uncertainty import map_file
     folder = os.path.dirname(os.path.abspath(args.uncertainty))
     record = load_json(args.uncertainty)
     ending = load_json(os.path.join(folder, "dataset.json"))["file_ending"]
     if args.case not in record["cases"]:
         raise DataError(f"case {args.case!r} is not in {args.uncertainty}")
     plot_case(os.path.join(args.images, f"{args.case}_0000{ending}"), os.path.join(folder, args.case + ending),
-              {name: os.path.join(folder, "uncertainty", f"{args.case}_{name}{ending}") for name in record["maps"]},
+              {name: map_file(folder, args.case, name, ending) for name in record["maps"]},
               args.o)
 
 

@@ -14,6 +14,7 @@ from batchgenerators.utilities.file_and_folder_operations import join, load_json
 
 from nnunetv2_micd.commands import micd_command, prediction_workers, run_command
 from nnunetv2_micd.dataset_conversion.synthetic import LABELS, SyntheticSpec, write_synthetic_dataset
+from nnunetv2_micd.experiment_planning.tiny_plans import TINY_PLANS
 from nnunetv2_micd.method.config import MICDConfig, TrainingBudget
 from nnunetv2_micd.paths import trainer_path
 from nnunetv2_micd.plotting import grouped_bars
@@ -22,7 +23,6 @@ from nnunetv2_micd.tables import markdown_table
 DATASET_ID = 999
 DATASET_NAME = f"Dataset{DATASET_ID}_MICDDemo"
 TRAINERS = ("nnUNetTrainerBudget", "nnUNetTrainerMICD")
-PLANS = "nnUNetPlans_tiny"
 # lines of nnU-Net's output that show how a training run progresses
 PROGRESS_MARKERS = ("Epoch ", "train_loss", "Pseudo dice", "Epoch time", "Mean Validation Dice")
 
@@ -95,17 +95,17 @@ class Demo:
         settings = self.settings
         self.say(f"nnUNetv2_train {trainer}: {settings.epochs} epochs x {settings.iterations_per_epoch} steps "
                  f"on {self.device}")
-        self.run(["nnUNetv2_train", str(DATASET_ID), "3d_fullres", "all", "-tr", trainer, "-p", PLANS,
+        self.run(["nnUNetv2_train", str(DATASET_ID), "3d_fullres", "all", "-tr", trainer, "-p", TINY_PLANS,
                   "-device", self.device], show_progress=True)
         raw = join(self.folders["nnUNet_raw"], DATASET_NAME)
         output = join(self.predictions, trainer)
         self.say(f"nnUNetv2_predict and nnUNetv2_evaluate_folder ({trainer})")
         self.run(["nnUNetv2_predict", "-i", join(raw, "imagesTs"), "-o", output, "-d", str(DATASET_ID),
-                  "-c", "3d_fullres", "-f", "all", "-tr", trainer, "-p", PLANS, "-device", self.device,
+                  "-c", "3d_fullres", "-f", "all", "-tr", trainer, "-p", TINY_PLANS, "-device", self.device,
                   *prediction_workers(self.device)])
         preprocessed = join(self.folders["nnUNet_preprocessed"], DATASET_NAME)
         self.run(["nnUNetv2_evaluate_folder", join(raw, "labelsTs"), output, "-djfile",
-                  join(preprocessed, "dataset.json"), "-pfile", join(preprocessed, PLANS + ".json"), "-np", "2"])
+                  join(preprocessed, "dataset.json"), "-pfile", join(preprocessed, TINY_PLANS + ".json"), "-np", "2"])
         return load_json(join(output, "summary.json"))
 
 

@@ -1,4 +1,5 @@
-"""The one chart the demo and the benchmark report share: Dice per class, bars grouped side by side."""
+"""Charts written to files: matplotlib set up once without a display, and the Dice bar chart the demo and the
+benchmark report share."""
 from typing import Dict, List, Optional, Sequence
 
 import matplotlib

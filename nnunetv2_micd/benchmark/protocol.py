@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple, Union
 
 from nnunetv2_micd.errors import MicdError, MissingInputError
+from nnunetv2_micd.experiment_planning.tiny_plans import TINY_PLANS
 
 PROTOCOL_VERSION = 1
 ALL_LABELED = "all"
@@ -77,12 +78,12 @@ class RunSpec:
     trainer: str
     labeled: Labeled
     seed: int
-    #: names a group's own method configuration (e.g. "lambda0.3"); empty for the protocol's configuration
+    #: names a group's own method configuration or budget (e.g. "lambda0.3"); empty for the protocol's
     tag: str = ""
 
     @property
     def method(self) -> str:
-        """The trainer, and the tag when the run has its own method configuration."""
+        """The trainer, and the tag when the run has its own method configuration or budget."""
         return f"{self.trainer}__{self.tag}" if self.tag else self.trainer
 
     @property
@@ -109,7 +110,7 @@ class Protocol:
 
     @property
     def plans_name(self) -> str:
-        return "nnUNetPlans_tiny" if self.values.get("tiny_plans") else "nnUNetPlans"
+        return TINY_PLANS if self.values.get("tiny_plans") else "nnUNetPlans"
 
     @property
     def budget(self) -> Dict[str, int]:

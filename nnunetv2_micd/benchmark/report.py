@@ -13,7 +13,6 @@ import os
 from collections import defaultdict
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
-import matplotlib.pyplot as plt
 import numpy as np
 from scipy.stats import t as student_t, wilcoxon
 
@@ -21,7 +20,7 @@ from nnunetv2_micd.benchmark.protocol import ALL_LABELED, LABELED_ONLY_TRAINER, 
 from nnunetv2_micd.benchmark.results import load_results, memory_measure
 from nnunetv2_micd.evaluation.summaries import dice_from_summary
 from nnunetv2_micd.errors import DataError, UsageError
-from nnunetv2_micd.plotting import grouped_bars, save_figure
+from nnunetv2_micd.plotting import grouped_bars, plt, save_figure
 from nnunetv2_micd.tables import markdown_table
 
 UPPER_BOUND = "fully supervised"

@@ -19,6 +19,8 @@ Schema (version 1)::
           "dice": {"<label value>": float},  # mean test Dice per foreground class (nnU-Net's summary.json)
           "mean_dice": float,                 # nnU-Net's foreground mean
           "case_mean_dice": {"<case>": float | null},  # mean over classes; null: no class in either image
+          "literature": {"mean": {"<label value>": {"Dice": ..., "Jaccard": ..., "HD95": ..., "ASD": ...}},
+                         "foreground_mean": {...}, "distance_unit": str},  # optional: micd evaluate's metrics
           "curves": {"train_losses": [...], "val_losses": [...], "ema_fg_dice": [...],
                      "epoch_seconds": [...]},  # optional: nnU-Net's time per epoch, for the protocol's time left
           "method_config": {...},             # micd_config.json of the run
@@ -85,7 +87,7 @@ def schema_problems(results: dict) -> List[str]:
 
 
 def _cost_problems(cost) -> List[str]:
-    if not (isinstance(cost, dict) and isinstance(cost.get("trainers"), dict) and "device" in cost):
+    if not (isinstance(cost, dict) and isinstance(cost.get("trainers"), dict) and {"device", "steps"} <= set(cost)):
         return ["cost must hold 'device', 'steps' and 'trainers'"]
     return [f"cost of {trainer} must give seconds_per_step and peak_memory_mib"
             for trainer, values in cost["trainers"].items()

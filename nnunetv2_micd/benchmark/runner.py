@@ -127,7 +127,6 @@ class BenchmarkRunner:
                     break
                 results["runs"][run.name] = entry
                 save_results(results, self.folder.results_file)
-                entry = results["runs"][run.name]
                 say(f"run {number}/{len(runs)} finished: mean {self.protocol.held_out} Dice "
                     f"{entry['mean_dice']:.4f} ({format_duration(entry['train_seconds'])} training)")
             left = [run for run in runs if run.name not in results["runs"]]

@@ -22,17 +22,10 @@ from nnunetv2.utilities.dataset_name_id_conversion import find_candidate_dataset
 from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
 import nnunetv2_micd
-from nnunetv2_micd.preprocessing.check import case_file_pattern
+from nnunetv2_micd.preprocessing.check import SPLIT_FOLDERS, case_file_pattern
 from nnunetv2_micd.errors import DataError, ExistingOutputError, MissingInputError, UsageError
 
 DATASET_NAME_PATTERN = re.compile(r"Dataset(\d{3})_(\S+)")
-
-# split -> (images folder, labels folder or None when the labels must not be copied)
-SPLIT_FOLDERS = {
-    'labeled': ('imagesTr', 'labelsTr'),
-    'unlabeled': ('imagesUnlabeled', None),
-    'test': ('imagesTs', 'labelsTs'),
-}
 
 
 @contextmanager

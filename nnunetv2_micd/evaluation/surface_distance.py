@@ -53,11 +53,3 @@ def surface_metrics(prediction: np.ndarray, reference: np.ndarray, spacing: Sequ
     forward, backward = surface_distances(prediction, reference, spacing)
     return {"ASD": float(np.concatenate((forward, backward)).mean()),
             "HD95": float(max(np.percentile(forward, 95), np.percentile(backward, 95)))}
-
-
-def average_surface_distance(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[float]) -> float:
-    return surface_metrics(prediction, reference, spacing)["ASD"]
-
-
-def hausdorff_distance_95(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[float]) -> float:
-    return surface_metrics(prediction, reference, spacing)["HD95"]

@@ -14,6 +14,7 @@ from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_datas
 
 from nnunetv2_micd.errors import MissingInputError, UsageError
 
+TINY_PLANS = "nnUNetPlans_tiny"
 DEFAULT_TINY_FEATURES = (8, 16, 32, 64)
 PER_STAGE_KEYS = ("kernel_sizes", "strides", "n_conv_per_stage", "n_blocks_per_stage")
 
@@ -66,7 +67,7 @@ def make_tiny_plans(plans: dict, new_name: str, features: Sequence[int] = DEFAUL
     return tiny
 
 
-def write_tiny_plans(dataset: str, source_plans: str = "nnUNetPlans", new_name: str = "nnUNetPlans_tiny",
+def write_tiny_plans(dataset: str, source_plans: str = "nnUNetPlans", new_name: str = TINY_PLANS,
                      features: Sequence[int] = DEFAULT_TINY_FEATURES, batch_size: int = 2,
                      patch_size: Optional[Sequence[int]] = None) -> str:
     """Writes ``nnUNet_preprocessed/<dataset>/<new_name>.json`` and returns its path."""

@@ -12,7 +12,7 @@ A case is done once it is in uncertainty.json: a rerun predicts only the others.
 """
 import os
 import shutil
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -29,11 +29,15 @@ SUMMARY_FILE = "uncertainty.json"
 MAPS_FOLDER = "uncertainty"
 
 
+def map_file(output_folder: str, case: str, map_name: str, ending: str) -> str:
+    """Where a case's uncertainty map is written (as percent, 0-100, in the image's geometry)."""
+    return join(output_folder, MAPS_FOLDER, f"{case}_{map_name}{ending}")
+
+
 def predict_with_uncertainty(input_folder: str, output_folder: str, model_folder: str, folds: Sequence,
-                             checkpoint: str = "checkpoint_final.pth", device: Optional[torch.device] = None,
-                             cases: Optional[List[str]] = None) -> dict:
-    """Predicts every case of ``input_folder`` (or just ``cases``) with the model in ``model_folder``; returns the
-    contents of uncertainty.json."""
+                             checkpoint: str = "checkpoint_final.pth", device: Optional[torch.device] = None) -> dict:
+    """Predicts every case of ``input_folder`` with the model in ``model_folder``; returns the contents of
+    uncertainty.json."""
     if not os.path.isdir(model_folder):
         raise MissingInputError(f"model folder {model_folder} does not exist (train it with nnUNetv2_train first)")
     dataset_json = load_json(join(model_folder, "dataset.json"))
@@ -42,11 +46,6 @@ def predict_with_uncertainty(input_folder: str, output_folder: str, model_folder
         if os.path.isdir(input_folder) else []
     if not identifiers:
         raise DataError(f"no images named CASE_XXXX{ending} in {input_folder}")
-    if cases is not None:
-        unknown = sorted(set(cases) - set(identifiers))
-        if unknown:
-            raise DataError(f"cases not in {input_folder}: {', '.join(unknown[:5])}")
-        identifiers = [case for case in identifiers if case in set(cases)]
     files = dict(zip(identifiers, create_lists_from_splitted_dataset_folder(input_folder, ending, identifiers)))
     maybe_mkdir_p(join(output_folder, MAPS_FOLDER))
     summary_file = join(output_folder, SUMMARY_FILE)
@@ -74,8 +73,7 @@ def predict_with_uncertainty(input_folder: str, output_folder: str, model_folder
             raise DataError(f"predicting case {case!r} ({', '.join(files[case])}) failed: {e}") from e
         writer.write_seg(prediction.segmentation, join(output_folder, case + ending), prediction.properties)
         for name, values in prediction.maps.items():
-            writer.write_seg(np.rint(values * 100).astype(np.uint8), join(output_folder, MAPS_FOLDER,
-                                                                          f"{case}_{name}{ending}"),
+            writer.write_seg(np.rint(values * 100).astype(np.uint8), map_file(output_folder, case, name, ending),
                              prediction.properties)
         spacing = prediction.properties["spacing"]
         summary = case_summary(prediction.segmentation, prediction.maps, foreground_classes(dataset_json),

@@ -73,9 +73,12 @@ def rank_cases(cases: Dict[str, dict], diversity: float = 0.0) -> List[dict]:
     return ranking
 
 
-def write_ranking(ranking: List[dict], output_folder: str, settings: dict) -> None:
+def write_ranking(ranking: List[dict], output_folder: str, settings: dict) -> str:
+    """ranking.json (with the settings that made it) and ranking.csv; returns the csv's path."""
     save_json({**settings, "ranking": ranking}, join(output_folder, "ranking.json"), sort_keys=False)
-    with open(join(output_folder, "ranking.csv"), "w", newline="") as f:
+    csv_file = join(output_folder, "ranking.csv")
+    with open(csv_file, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(ranking[0]))
         writer.writeheader()
         writer.writerows(ranking)
+    return csv_file

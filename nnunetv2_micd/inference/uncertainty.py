@@ -60,10 +60,9 @@ def branch_disagreement(probabilities_a: np.ndarray, probabilities_b: np.ndarray
 class UncertaintyPredictor:
     """nnU-Net's predictor for one trained model, predicting a case with its uncertainty maps."""
 
-    def __init__(self, model_folder: str, folds, checkpoint: str, device: torch.device,
-                 tile_step_size: float = 0.5, use_mirroring: bool = True):
-        self.predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True,
-                                         use_mirroring=use_mirroring,
+    def __init__(self, model_folder: str, folds, checkpoint: str, device: torch.device):
+        # nnUNetv2_predict's defaults, so that the segmentation is the one nnU-Net would write
+        self.predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
                                          perform_everything_on_device=device.type == "cuda", device=device,
                                          verbose=False, verbose_preprocessing=False, allow_tqdm=False)
         self.predictor.initialize_from_trained_model_folder(model_folder, folds, checkpoint)

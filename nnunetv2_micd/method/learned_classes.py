@@ -21,26 +21,26 @@ class LearnedClasses:
         if not 0 < dice_threshold <= 1:
             raise ValueError(f"dice_threshold must be in (0, 1], got {dice_threshold}")
         self.dice_threshold = dice_threshold
-        self.students = [RunningClassDice(num_classes, momentum) for _ in range(num_students)]
+        self.running_dice = [RunningClassDice(num_classes, momentum) for _ in range(num_students)]
 
     @torch.no_grad()
     def update(self, labeled_logits: Sequence[torch.Tensor], labels: torch.Tensor) -> None:
         """labeled_logits: each student's logits (B, C, *spatial) on the labeled patches; labels: long (B, *spatial)."""
-        if len(labeled_logits) != len(self.students):
-            raise ValueError(f"Expected the logits of {len(self.students)} students, got {len(labeled_logits)}")
-        for dice, logits in zip(self.students, labeled_logits):
+        if len(labeled_logits) != len(self.running_dice):
+            raise ValueError(f"Expected the logits of {len(self.running_dice)} students, got {len(labeled_logits)}")
+        for dice, logits in zip(self.running_dice, labeled_logits):
             dice.update(torch.softmax(logits.float(), 1), labels)
 
     def not_learned(self) -> List[torch.Tensor]:
         """Per student, a (C,) bool mask of the classes whose running Dice is below the threshold (every class
         before the first update)."""
-        return [dice.dice < self.dice_threshold for dice in self.students]
+        return [dice.dice < self.dice_threshold for dice in self.running_dice]
 
     def state_dict(self) -> List[Dict[str, Any]]:
-        return [dice.state_dict() for dice in self.students]
+        return [dice.state_dict() for dice in self.running_dice]
 
     def load_state_dict(self, state: List[Dict[str, Any]]) -> None:
-        if len(state) != len(self.students):
-            raise ValueError(f"Expected the state of {len(self.students)} students, got {len(state)}")
-        for dice, student_state in zip(self.students, state):
+        if len(state) != len(self.running_dice):
+            raise ValueError(f"Expected the state of {len(self.running_dice)} students, got {len(state)}")
+        for dice, student_state in zip(self.running_dice, state):
             dice.load_state_dict(student_state)

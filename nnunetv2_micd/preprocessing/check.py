@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from nnunetv2_micd.errors import DataError, MissingInputError
 
-#: split -> (images folder, labels folder or None)
+#: split -> (images folder, labels folder or None: the unlabeled split has no labels, none are copied there)
 SPLIT_FOLDERS = {"labeled": ("imagesTr", "labelsTr"), "unlabeled": ("imagesUnlabeled", None),
                  "test": ("imagesTs", "labelsTs")}
 #: file endings whose spatial dimension SimpleITK reads from the header alone
@@ -371,7 +371,8 @@ def allowed_label_values(dataset_json: dict) -> List[int]:
 
 
 def check_raw_dataset(raw_folder: str, num_processes: Optional[int] = None) -> DatasetCheck:
-    """Checks every case of the raw dataset in ``raw_folder``; returns the problems found (raises for none)."""
+    """Checks every case of the raw dataset in ``raw_folder``; returns what it found; problems do not raise here
+    (:meth:`DatasetCheck.raise_if_problems` does)."""
     if not isfile(join(raw_folder, "dataset.json")):
         raise MissingInputError(f"{raw_folder} has no dataset.json: not an nnU-Net raw dataset")
     start = time.perf_counter()

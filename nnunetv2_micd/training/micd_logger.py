@@ -1,12 +1,10 @@
 """nnU-Net's local logger, extended by a method's own terms, with a second progress picture for them."""
 from typing import Sequence
 
-import matplotlib
-
-matplotlib.use("agg")
-import matplotlib.pyplot as plt
 from batchgenerators.utilities.file_and_folder_operations import join
 from nnunetv2.training.logging.nnunet_logger import LocalLogger
+
+from nnunetv2_micd.plotting import plt, save_figure
 
 METHOD_PROGRESS_FILE = "progress_micd.png"
 
@@ -48,6 +46,4 @@ class MICDLocalLogger(LocalLogger):
             if len(keys) > 1:
                 ax.legend()
         axes[-1].set_xlabel("epoch")
-        fig.tight_layout()
-        fig.savefig(filename)
-        plt.close(fig)
+        save_figure(fig, filename)

@@ -8,7 +8,8 @@ import json
 import os
 
 from nnunetv2_micd.dataset_conversion.synthetic import SyntheticSpec
-from nnunetv2_micd.demo import DATASET_NAME, PLANS, TRAINERS
+from nnunetv2_micd.demo import DATASET_NAME, TRAINERS
+from nnunetv2_micd.experiment_planning.tiny_plans import TINY_PLANS
 from tests.conftest import micd
 
 
@@ -18,11 +19,11 @@ def test_demo_runs_the_whole_pipeline(tmp_path, nnunet_folders):
     result = micd("demo", "-o", work, "--epochs", "1", "--iterations", "2", env=environment)
 
     preprocessed = work / "nnUNet_preprocessed" / DATASET_NAME
-    assert (preprocessed / f"{PLANS}.json").is_file()
+    assert (preprocessed / f"{TINY_PLANS}.json").is_file()
     assert len(list((preprocessed / "nnUNetPlans_3d_fullres_unlabeled").iterdir())) > 0
     num_test = SyntheticSpec().num_test
     for trainer in TRAINERS:
-        model = work / "nnUNet_results" / DATASET_NAME / f"{trainer}__{PLANS}__3d_fullres" / "fold_all"
+        model = work / "nnUNet_results" / DATASET_NAME / f"{trainer}__{TINY_PLANS}__3d_fullres" / "fold_all"
         assert (model / "checkpoint_final.pth").is_file()
         summary = json.loads((work / "predictions" / trainer / "summary.json").read_text())
         assert len(summary["metric_per_case"]) == num_test

@@ -150,6 +150,18 @@ def test_only_rank_0_writes_checkpoints(environment, tmp_path, name, rank, disab
     assert being_written.is_file() and not (tmp_path / "checkpoint.pth").exists()
 
 
+def test_semi_supervised_checkpoints_hold_every_key_of_nnUNets(environment, tmp_path):
+    """The semi-supervised trainers write their own checkpoint dict (nnU-Net's save_checkpoint has no hook for extra
+    state): it must keep every key nnU-Net's predictor and --c read."""
+    written = {}
+    for name in ("nnUNetTrainerBudget", "nnUNetTrainerMeanTeacher"):
+        trainer = _trainer(environment, name)
+        trainer.initialize()
+        trainer.save_checkpoint(str(tmp_path / f"{name}.pth"))
+        written[name] = torch.load(tmp_path / f"{name}.pth", map_location="cpu", weights_only=False)
+    assert set(written["nnUNetTrainerMeanTeacher"]) == set(written["nnUNetTrainerBudget"]) | {"micd"}
+
+
 @pytest.mark.parametrize("name", ["nnUNetTrainerMICD", "nnUNetTrainerMeanTeacher"])
 def test_pretrained_weights_reach_the_teachers(environment, tmp_path, name):
     trainer = _trainer(environment, name)
@@ -209,7 +221,7 @@ def test_the_method_switches_train_and_branch_b_can_start_from_nnUNets_initialis
     assert np.isfinite(outputs["loss"]) and all(np.isfinite(outputs[k]) for k in ("loss_mcpc", "loss_cfc", "loss_cmd"))
     assert trainer.class_weights.state["weights_b"] is not None  # DHC's published weights followed the step
     # both students' Dice on the labeled patches followed the step, and a checkpoint keeps them
-    assert all(dice.observed.any() for dice in trainer.learned_classes.students)
+    assert all(dice.observed.any() for dice in trainer.learned_classes.running_dice)
     assert set(trainer.method_state()) == {"class_weights", "learned_classes"}
 
 

@@ -126,7 +126,8 @@ def test_valid_results_pass_the_schema(tmp_path):
     (lambda r: r["runs"]["nnUNetTrainerBudget__labeled10__seed0"]["curves"].pop("ema_fg_dice"), "curves.ema_fg"),
     (lambda r: r["runs"]["nnUNetTrainerBudget__labeled10__seed0"]["curves"].update(epoch_seconds=[1.0, "2"]),
      "curves.epoch_seconds"),
-    (lambda r: r.update(cost={"device": "cpu", "trainers": {"x": {}}}), "cost of x"),
+    (lambda r: r.update(cost={"device": "cpu", "steps": 10, "trainers": {"x": {}}}), "cost of x"),
+    (lambda r: r.update(cost={"device": "cpu", "trainers": {}}), "cost must hold 'device', 'steps'"),
 ])
 def test_broken_results_are_refused(tmp_path, breaks, message):
     results = _results(_run())

@@ -2,8 +2,7 @@
 import numpy as np
 import pytest
 
-from nnunetv2_micd.evaluation.surface_distance import average_surface_distance, hausdorff_distance_95, \
-    surface, surface_distances
+from nnunetv2_micd.evaluation.surface_distance import surface, surface_distances, surface_metrics
 
 
 def _ball(shape, center, radius):
@@ -21,15 +20,14 @@ def _brute_force(prediction, reference, spacing):
 
 def test_identical_masks_are_zero_apart():
     ball = _ball((20, 20, 20), (10, 10, 10), 5)
-    assert average_surface_distance(ball, ball, (1, 1, 1)) == 0 and hausdorff_distance_95(ball, ball, (1, 1, 1)) == 0
+    assert surface_metrics(ball, ball, (1, 1, 1)) == {"ASD": 0, "HD95": 0}
 
 
 def test_two_voxels_three_apart_with_anisotropic_spacing():
     a, b = np.zeros((8, 8, 8), bool), np.zeros((8, 8, 8), bool)
     a[1, 4, 4], b[4, 4, 4] = True, True
     # 3 voxels along the first axis, 2 mm each
-    assert average_surface_distance(a, b, (2.0, 0.5, 0.5)) == pytest.approx(6.0)
-    assert hausdorff_distance_95(a, b, (2.0, 0.5, 0.5)) == pytest.approx(6.0)
+    assert surface_metrics(a, b, (2.0, 0.5, 0.5)) == {"ASD": pytest.approx(6.0), "HD95": pytest.approx(6.0)}
 
 
 def test_cube_against_a_shifted_cube_along_one_axis():
@@ -53,9 +51,10 @@ def test_sphere_against_a_shifted_sphere_matches_brute_force(spacing):
     np.testing.assert_allclose(np.sort(forward), np.sort(expected_forward))
     np.testing.assert_allclose(np.sort(backward), np.sort(expected_backward))
     both = np.concatenate((expected_forward, expected_backward))
-    assert average_surface_distance(prediction, reference, spacing) == pytest.approx(both.mean())
-    assert hausdorff_distance_95(prediction, reference, spacing) == pytest.approx(
-        max(np.percentile(expected_forward, 95), np.percentile(expected_backward, 95)))
+    metrics = surface_metrics(prediction, reference, spacing)
+    assert metrics["ASD"] == pytest.approx(both.mean())
+    assert metrics["HD95"] == pytest.approx(max(np.percentile(expected_forward, 95),
+                                                np.percentile(expected_backward, 95)))
 
 
 def test_masks_touching_the_image_border_keep_their_border_surface():
