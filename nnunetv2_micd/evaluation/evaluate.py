@@ -18,8 +18,8 @@ from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunetv2_micd.errors import MissingInputError
-from nnunetv2_micd.evaluation.literature_metrics import LITERATURE_SUMMARY_FILE, literature_record, mean_of_defined, \
-    summarize
+from nnunetv2_micd.evaluation.literature_metrics import LITERATURE_SUMMARY_FILE, literature_record, summarize, \
+    summarize_cases
 from nnunetv2_micd.evaluation.surface_distance import surface_metrics
 
 SURFACE_SUMMARY_FILE = "summary_surface.json"
@@ -61,21 +61,9 @@ def metrics_of_case(reference_file: str, prediction_file: str, reader_writer_cla
     return {**files, "metrics": surface}, {**files, "metrics": literature}
 
 
-def _means(cases: List[Dict], labels: List[str]) -> Dict[str, Dict]:
-    means = {}
-    for label in labels:
-        per_case = [c["metrics"][label] for c in cases]
-        means[label] = {metric: mean_of_defined([m[metric] for m in per_case]) for metric in ("ASD", "HD95")}
-        means[label]["n_one_empty"] = sum(m["one_empty"] for m in per_case)
-    return means
-
-
 def _surface_summary(cases: List[Dict], label_keys: List[str]) -> Dict:
     """Means over cases per class and over classes, leaving undefined distances out."""
-    means = _means(cases, label_keys)
-    return {"metric_per_case": cases, "mean": means,
-            "foreground_mean": {m: mean_of_defined([means[k][m] for k in label_keys]) for m in ("ASD", "HD95")},
-            "conventions": CONVENTIONS}
+    return summarize_cases(cases, label_keys, ("ASD", "HD95"), ("one_empty",), CONVENTIONS)
 
 
 def _paired_predictions(reference_folder: str, prediction_folder: str, file_ending: str) -> List[str]:

@@ -91,17 +91,23 @@ def mean_of_defined(values: List[Optional[float]]) -> Optional[float]:
     return float(np.mean(defined)) if defined else None
 
 
-def class_means(per_case: List[Dict]) -> Dict:
-    """One class's metrics averaged over volumes, and how many volumes fell under each empty-mask rule."""
-    means = {metric: mean_of_defined([case[metric] for case in per_case]) for metric in METRICS}
-    return {**means, "n_empty_prediction": sum(case["empty_prediction"] for case in per_case),
-            "n_empty_reference": sum(case["empty_reference"] for case in per_case)}
+def summarize_cases(cases: List[Dict], labels: List[str], metrics: Sequence[str], counted: Sequence[str],
+                    conventions: str) -> Dict:
+    """A summary from per-case results (``{"metrics": {label: {...}}}``): per class each metric's mean over the
+    cases where it is defined and ``n_<flag>``, how many cases each flag in ``counted`` marks; over classes the mean
+    of those means."""
+    means = {}
+    for label in labels:
+        per_case = [case["metrics"][label] for case in cases]
+        means[label] = {**{metric: mean_of_defined([case[metric] for case in per_case]) for metric in metrics},
+                        **{f"n_{flag}": sum(case[flag] for case in per_case) for flag in counted}}
+    return {"metric_per_case": cases, "mean": means,
+            "foreground_mean": {metric: mean_of_defined([means[label][metric] for label in labels])
+                                for metric in metrics},
+            "conventions": conventions}
 
 
 def summarize(cases: List[Dict], labels: List[str], distance_unit: str) -> Dict:
-    """The literature's table from per-case results (``{"metrics": {label: {...}}}``): per class the mean over
-    volumes, and the mean of those over classes."""
-    means = {label: class_means([case["metrics"][label] for case in cases]) for label in labels}
-    return {"metric_per_case": cases, "mean": means,
-            "foreground_mean": {metric: mean_of_defined([means[label][metric] for label in labels]) for metric in METRICS},
-            "distance_unit": distance_unit, "conventions": CONVENTIONS}
+    """The literature's table: per class the mean over volumes, and the mean of those over classes."""
+    return {**summarize_cases(cases, labels, METRICS, ("empty_prediction", "empty_reference"), CONVENTIONS),
+            "distance_unit": distance_unit}
