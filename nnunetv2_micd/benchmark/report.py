@@ -29,18 +29,18 @@ STUDENT_A_NOTE = (" Trainers with two students predict with both; the rows 'stud
                   "predicting with student A, nnU-Net's planned network, alone: the difference is what the "
                   "two-network ensemble adds at inference, the rest is what the training gives one network.")
 
-Group = Tuple[str, object]  # (trainer, labeled)
+Group = Tuple[str, object]  # (method: the trainer with its tag, labeled)
 
 
 def group_runs(results: dict, with_student_a: bool = False) -> Dict[Group, List[dict]]:
-    """Finished runs by (trainer, labeled), seeds together; the upper bound is filed as its own method. With
+    """Finished runs by (method, labeled), seeds together; the upper bound is filed as its own method. With
     ``with_student_a``, two-student runs predicted by student A alone form a method of their own."""
     groups: Dict[Group, List[dict]] = defaultdict(list)
     for run in results["runs"].values():
-        trainer = UPPER_BOUND if run["labeled"] == ALL_LABELED else run.get("method", run["trainer"])
-        groups[(trainer, run["labeled"])].append(run)
+        method = UPPER_BOUND if run["labeled"] == ALL_LABELED else run.get("method", run["trainer"])
+        groups[(method, run["labeled"])].append(run)
         if with_student_a and "student_a" in run:
-            groups[(trainer + STUDENT_A, run["labeled"])].append({**run, **run["student_a"]})
+            groups[(method + STUDENT_A, run["labeled"])].append({**run, **run["student_a"]})
     return dict(groups)
 
 

@@ -51,7 +51,7 @@ class nnUNetTrainerMICD(nnUNetTrainerSemiSupervised):
 
     @property
     def dual_network(self) -> DualBranchNetwork:
-        return self.plain_network
+        return self.unwrapped_network
 
     @property
     def students(self):

@@ -18,11 +18,11 @@ class nnUNetTrainerMeanTeacher(nnUNetTrainerSemiSupervised):
 
     @property
     def students(self):
-        return (self.plain_network,)
+        return (self.unwrapped_network,)
 
     def initialize(self):
         super().initialize()
-        teacher = create_ema_teacher(self.plain_network)
+        teacher = create_ema_teacher(self.unwrapped_network)
         teacher.decoder.deep_supervision = False
         self.teachers = [teacher]
 

@@ -110,7 +110,7 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainerBudget):
             self.network = DDP(self.network, device_ids=[self.local_rank] if self.device.type == "cuda" else None)
 
     @property
-    def plain_network(self) -> nn.Module:
+    def unwrapped_network(self) -> nn.Module:
         """The network without DDP or torch.compile wrappers."""
         network = self.network.module if self.is_ddp else self.network
         return network._orig_mod if isinstance(network, OptimizedModule) else network
@@ -284,7 +284,7 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainerBudget):
     # ------------------------------------------------------------------ checkpoints
     def inference_weights(self) -> dict:
         """What ``network_weights`` holds, the network nnU-Net's predictor will use."""
-        return self.plain_network.state_dict()
+        return self.unwrapped_network.state_dict()
 
     def method_state(self) -> dict:
         """Training state of the method beyond students, teachers and the step counter."""

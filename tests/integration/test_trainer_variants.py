@@ -166,7 +166,7 @@ def test_semi_supervised_checkpoints_hold_every_key_of_nnUNets(environment, tmp_
 def test_pretrained_weights_reach_the_teachers(environment, tmp_path, name):
     trainer = _trainer(environment, name)
     trainer.initialize()
-    weights = {k: v + 0.5 if v.is_floating_point() else v for k, v in trainer.plain_network.state_dict().items()}
+    weights = {k: v + 0.5 if v.is_floating_point() else v for k, v in trainer.unwrapped_network.state_dict().items()}
     torch.save({"network_weights": weights}, tmp_path / "pretrained.pth")
     maybe_load_checkpoint(trainer, False, False, str(tmp_path / "pretrained.pth"))  # nnUNetv2_train -pretrained_weights
     trainer.on_train_start()
@@ -176,7 +176,7 @@ def test_pretrained_weights_reach_the_teachers(environment, tmp_path, name):
             for (key, value), reference in zip(teacher.state_dict().items(), student.state_dict().values()):
                 torch.testing.assert_close(value, reference, msg=key)
         key = next(k for k in weights if "encoder" in k and k.endswith("weight"))
-        torch.testing.assert_close(trainer.plain_network.state_dict()[key], weights[key])
+        torch.testing.assert_close(trainer.unwrapped_network.state_dict()[key], weights[key])
     finally:
         trainer.on_train_end()
 
