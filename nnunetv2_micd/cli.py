@@ -132,7 +132,7 @@ def _predict_uncertainty(args, input_folder: str, output_folder: str) -> dict:
 
 
 def _cmd_predict_uncertainty(args) -> None:
-    from nnunetv2_micd.inference.predict_uncertainty import SUMMARY_FILE
+    from nnunetv2_micd.inference.uncertainty_folder import SUMMARY_FILE
     record = _predict_uncertainty(args, args.i, args.o)
     print(f"{len(record['cases'])} cases with {', '.join(record['maps'])} maps in {args.o}; per-case summary in "
           f"{os.path.join(args.o, SUMMARY_FILE)}")
@@ -179,7 +179,7 @@ def _cmd_check_uncertainty(args) -> None:
 def _cmd_show_uncertainty(args) -> None:
     from batchgenerators.utilities.file_and_folder_operations import load_json
     from nnunetv2_micd.evaluation.uncertainty_quality import plot_case
-    from nnunetv2_micd.inference.predict_uncertainty import map_file
+    from nnunetv2_micd.inference.uncertainty_folder import map_file
     folder = os.path.dirname(os.path.abspath(args.uncertainty))
     record = load_json(args.uncertainty)
     ending = load_json(os.path.join(folder, "dataset.json"))["file_ending"]

@@ -1,13 +1,6 @@
 """``micd predict-uncertainty``: a folder of images predicted as ``nnUNetv2_predict`` would, with uncertainty maps
-and a per-case summary.
+and a per-case summary (the folder's layout: nnunetv2_micd.inference.uncertainty_folder).
 
-Output folder::
-
-    <case><ending>                           the segmentation, as nnUNetv2_predict writes it
-    uncertainty/<case>_<map><ending>         each map in whole percent (see nnunetv2_micd.inference.uncertainty)
-    uncertainty.json                         {"model": ..., "maps": [...], "cases": {case: summary}}
-
-The maps lie in a subfolder so that ``nnUNetv2_evaluate_folder`` on the output folder sees segmentations only.
 A case is done once it is in uncertainty.json: a rerun predicts only the others.
 """
 import os
@@ -24,14 +17,7 @@ from tqdm import tqdm
 from nnunetv2_micd.errors import DataError, MissingInputError
 from nnunetv2_micd.evaluation.classes import foreground_classes
 from nnunetv2_micd.inference.uncertainty import UncertaintyPredictor, case_summary
-
-SUMMARY_FILE = "uncertainty.json"
-MAPS_FOLDER = "uncertainty"
-
-
-def map_file(output_folder: str, case: str, map_name: str, ending: str) -> str:
-    """Where a case's uncertainty map is written (as percent, 0-100, in the image's geometry)."""
-    return join(output_folder, MAPS_FOLDER, f"{case}_{map_name}{ending}")
+from nnunetv2_micd.inference.uncertainty_folder import MAPS_FOLDER, SUMMARY_FILE, map_file
 
 
 def predict_with_uncertainty(input_folder: str, output_folder: str, model_folder: str, folds: Sequence,

@@ -4,6 +4,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -179,6 +180,12 @@ def test_uncertainty_maps_come_with_nnUNets_own_prediction(interrupted_and_resum
         labels = load_json(synthetic_dataset["raw"] / "dataset.json")["labels"]
         assert set(summary["classes"]) == {name for name, value in labels.items() if value > 0}
         assert summary["score"] == summary["mean_disagreement"]
+    # drawing a case only reads the folder, without loading torch
+    show = "import sys; from nnunetv2_micd import cli; cli.main(sys.argv[1:]); print('torch' in sys.modules)"
+    shown = run([sys.executable, "-c", show, "show-uncertainty", str(with_maps / "uncertainty.json"), cases[0],
+                 "-images", str(images), "-o", str(tmp_path / "case.png")], env=environment)
+    assert shown.stdout.strip() == "False"
+    assert (tmp_path / "case.png").read_bytes().startswith(b"\x89PNG")
     # a rerun predicts nothing; suggest ranks the same cases from the same scores, highest first
     before = (with_maps / "uncertainty.json").stat().st_mtime_ns
     suggested = run(["micd", "suggest", "-i", str(images), "-o", str(with_maps), *model, "-device", "cpu", "-n", "2"],
