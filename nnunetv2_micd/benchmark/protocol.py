@@ -204,9 +204,11 @@ class Protocol:
         return self.values["first_dataset_id"] + self.labeled_counts.index(labeled)
 
     def comparable_settings(self) -> dict:
-        """Everything that changes what a finished run means; results made under other settings must not mix."""
+        """Everything that changes what a finished run means; results made under other settings must not mix.
+        A trainer's method configuration is compared run by run instead (what it trains with follows from its
+        defaults too: nnunetv2_micd.benchmark.records), so that pinning the values a run trained with keeps it."""
         return {k: v for k, v in self.values.items() if k not in ("runs", "description", "cost_steps", "source",
-                                                                   "held_out")}
+                                                                   "held_out", "method_configs")}
 
 
 def _check(values: dict) -> None:

@@ -506,6 +506,22 @@ def test_a_run_recorded_before_a_setting_existed_is_not_trained_again(tmp_path):
     assert changed_method_config(results, runner.protocol, run) == "confidence_threshold 0.5 -> 0.0"
 
 
+def test_pinning_the_value_a_run_trained_with_keeps_it_when_a_default_changes(tmp_path):
+    from nnunetv2_micd.benchmark.records import changed_method_config, refuse_other_protocol
+    group = [{"trainers": ["nnUNetTrainerMICD"], "labeled": [10], "seeds": [0]}]
+    recorded = _protocol_with(tmp_path, group)
+    (run,) = recorded.runs
+    trained = {**expected_method_config(recorded, run), "confidence_threshold": 0.5}  # the default then
+    results = {**_results({**_run("nnUNetTrainerMICD"), "method_config": {"method": trained}}),
+               "protocol": recorded.values}
+    assert changed_method_config(results, recorded, run) == "confidence_threshold 0.5 -> 0.0"
+    pinned = _protocol_with(tmp_path, group, {"nnUNetTrainerMICD": {"confidence_threshold": 0.5}})
+    refuse_other_protocol(results, pinned, "results.json")  # the same runs, not another protocol
+    assert changed_method_config(results, pinned, run) is None
+    other = _protocol_with(tmp_path, group, {"nnUNetTrainerMICD": {"confidence_threshold": 0.9}})
+    assert changed_method_config(results, other, run) == "confidence_threshold 0.5 -> 0.9"  # trained again
+
+
 def test_report_leaves_superseded_runs_out_and_says_so(tmp_path):
     from nnunetv2_micd.benchmark.report import write_report
     results = _results(_run(mean_dice=0.8), _run("nnUNetTrainerMICD", mean_dice=0.82))
