@@ -41,22 +41,29 @@ def run_command(command: List[str], environment: Dict[str, str], log_file: Optio
     recent = deque(maxlen=40)
     log = open(log_file, "a") if log_file is not None else None
     stopping = None
+
+    def read(output):
+        nonlocal stopping
+        for line in output:
+            recent.append(line)
+            if log is not None:
+                log.write(line)
+                log.flush()
+            if on_line is not None and stopping is None and on_line(line):
+                stopping = _interrupt(process)
+
     try:
         with subprocess.Popen(command, env={**environment, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, pass_fds=pass_fds, cwd=cwd,
                               process_group=0) as process:
             try:
-                for line in process.stdout:
-                    recent.append(line)
-                    if log is not None:
-                        log.write(line)
-                        log.flush()
-                    if on_line is not None and stopping is None and on_line(line):
-                        stopping = _interrupt(process)
+                read(process.stdout)
             except KeyboardInterrupt:
-                # the command's own process group does not hear the terminal's Ctrl-C: pass it on as a terminal would
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGINT)
+                # the command's own process group hears neither the terminal's Ctrl-C nor a SIGTERM sent to micd
+                # (see stop_commands_on_sigterm): stop it as Ctrl-C would, keep its last lines, then leave
+                stopping = stopping or _interrupt(process)
+                read(process.stdout)
+                stopping.join()
                 raise
     finally:
         if log is not None:
@@ -69,6 +76,13 @@ def run_command(command: List[str], environment: Dict[str, str], log_file: Optio
         where = f" (full output: {log_file})" if log_file is not None else ""
         raise CommandFailed(f"{' '.join(command)} failed with exit code {process.returncode}{where}")
     return True
+
+
+def stop_commands_on_sigterm() -> None:
+    """A SIGTERM (``kill``, a scheduler's stop) raises KeyboardInterrupt as Ctrl-C does, so that :func:`run_command`
+    stops its command before micd ends: otherwise nnUNetv2_train, in a process group of its own, would train on
+    unseen."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def _interrupt(process: subprocess.Popen) -> threading.Thread:

@@ -34,7 +34,7 @@ from batchgenerators.utilities.file_and_folder_operations import isdir, isfile, 
 from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 from tqdm import tqdm
 
-from nnunetv2_micd.dataset_conversion.ssl_split import raw_root, refuse_taken_id, staged_dataset_folder
+from nnunetv2_micd.dataset_conversion.ssl_split import raw_root, read_list_file, refuse_taken_id, staged_dataset_folder
 from nnunetv2_micd.errors import DataError, ExistingOutputError, MissingInputError
 
 LABELS = {"background": 0, "RV": 1, "Myo": 2, "LV": 3}
@@ -52,11 +52,6 @@ VOLUME_PATTERN = re.compile(r"(?P<case>patient\d{3}_frame\d{2})\.h5")
 SLICE_PATTERN = re.compile(r"(?P<case>patient\d{3}_frame\d{2})_slice_(?P<index>\d+)\.h5")
 #: the release's phase (in Info.cfg) -> the h5 layout's frame name
 RELEASE_PHASES = {"ED": "frame01", "ES": "frame02"}
-
-
-def read_list(path: str) -> List[str]:
-    with open(path) as f:
-        return [line.strip() for line in f if line.strip()]
 
 
 def literature_labeled_cases(slices_list: List[str], num_patients: int) -> List[str]:
@@ -200,7 +195,7 @@ def _checked(case: str, image, label, where: str):
 
 def _case_lists(lists_folder: str) -> Dict[str, List[str]]:
     """The lists present; a case named twice would be written twice, or trained on and tested on."""
-    lists = {name: read_list(join(lists_folder, name)) for name in LISTS if isfile(join(lists_folder, name))}
+    lists = {name: read_list_file(join(lists_folder, name)) for name in LISTS if isfile(join(lists_folder, name))}
     for required in ("train.list", "val.list"):
         if required not in lists:
             raise MissingInputError(f"{join(lists_folder, required)} not found: the case lists of the literature's "
@@ -237,10 +232,10 @@ def convert_acdc(source: str, dataset_id: int = DEFAULT_DATASET_ID, lists_folder
         slices_list = join(lists_folder or source, SLICES_LIST)
         if isfile(slices_list):
             for count in LABELED_PATIENT_COUNTS:
-                cases = literature_labeled_cases(read_list(slices_list), count)
+                cases = literature_labeled_cases(read_list_file(slices_list), count)
                 with open(join(staging, f"labeled_{count}_patients.txt"), "w") as f:
                     f.write("\n".join(cases) + "\n")
-            largest = literature_labeled_cases(read_list(slices_list), max(LABELED_PATIENT_COUNTS))
+            largest = literature_labeled_cases(read_list_file(slices_list), max(LABELED_PATIENT_COUNTS))
             tuning = tuning_cases(lists["train.list"], largest, TUNING_PATIENTS)
             if tuning:
                 with open(join(staging, TUNING_LIST), "w") as f:

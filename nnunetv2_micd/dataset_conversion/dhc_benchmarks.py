@@ -27,7 +27,7 @@ from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_j
 from nnunetv2.paths import nnUNet_preprocessed
 from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
-from nnunetv2_micd.dataset_conversion.ssl_split import raw_root, refuse_taken_id, staged_dataset_folder
+from nnunetv2_micd.dataset_conversion.ssl_split import raw_root, read_list_file, refuse_taken_id, staged_dataset_folder
 from nnunetv2_micd.errors import DataError, ExistingOutputError, MissingInputError, UsageError
 
 SPLITS_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dhc_splits")
@@ -58,8 +58,7 @@ AMOS = Benchmark("amos", ("2%", "5%", "10%"), AMOS_LABELS, 730)
 
 
 def _read_list(benchmark: str, name: str) -> List[str]:
-    with open(join(SPLITS_FOLDER, benchmark, name + ".txt")) as f:
-        return [line.strip() for line in f if line.strip()]
+    return read_list_file(join(SPLITS_FOLDER, benchmark, name + ".txt"))
 
 
 def dhc_split(benchmark: Benchmark, labeled: str) -> Dict[str, List[str]]:

@@ -126,14 +126,19 @@ def plan_ssl_split(case_ids: Sequence[str], num_labeled: int, num_test: int, see
     }
 
 
+def read_list_file(path: str) -> List[str]:
+    """The ids of a list file: one per line, blank lines and ``#`` comments ignored."""
+    with open(path) as f:
+        lines = [line.split('#', 1)[0].strip() for line in f]
+    return [line for line in lines if line]
+
+
 def read_case_list(text_or_file: str) -> List[str]:
-    """Case ids from a file (one per line; blank lines and ``#`` comments ignored) or a comma-separated list."""
+    """Case ids from a file (as :func:`read_list_file`) or a comma-separated list."""
     if isfile(text_or_file):
-        with open(text_or_file) as f:
-            lines = [line.split('#', 1)[0].strip() for line in f]
+        cases = read_list_file(text_or_file)
     else:
-        lines = [item.strip() for item in text_or_file.split(',')]
-    cases = [line for line in lines if line]
+        cases = [item.strip() for item in text_or_file.split(',') if item.strip()]
     if not cases:
         raise UsageError(f"{text_or_file!r} names no case (a file with one case id per line, or a comma-separated "
                          f"list)")

@@ -1,4 +1,6 @@
 import os
+import signal
+import subprocess
 import sys
 import time
 
@@ -52,3 +54,27 @@ def test_a_command_that_ends_by_itself_runs_to_its_end():
     finished = run_command([sys.executable, "-c", "print('one'); print('two')"], dict(os.environ),
                            on_line=lambda line: lines.append(line.strip()))
     assert finished and lines == ["one", "two"]
+
+
+MICD_RUNNING_A_TRAINING = """
+import os, sys
+from nnunetv2_micd.commands import run_command, stop_commands_on_sigterm
+stop_commands_on_sigterm()  # as micd's main does
+run_command([sys.executable, "-c", sys.argv[2]], dict(os.environ), sys.argv[1],
+            on_line=lambda line: print(line, end="", flush=True))
+"""
+
+
+def test_a_terminated_micd_stops_its_command_as_ctrl_c_would(tmp_path):
+    """``kill`` or a scheduler's stop ends micd: the training in its own process group must not train on unseen."""
+    log_file = tmp_path / "train.log"
+    micd = subprocess.Popen([sys.executable, "-c", MICD_RUNNING_A_TRAINING, str(log_file), TRAINING_WITH_A_WORKER],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    worker = int(micd.stdout.readline())
+    micd.send_signal(signal.SIGTERM)
+    micd.wait(timeout=30)
+    assert log_file.read_text().split() == [str(worker), "interrupted"]  # the training heard it, as Ctrl-C
+    deadline = time.time() + 5
+    while not _has_ended(worker) and time.time() < deadline:
+        time.sleep(0.1)
+    assert _has_ended(worker)
