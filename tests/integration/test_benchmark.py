@@ -1,4 +1,5 @@
 """``micd benchmark`` and ``micd report`` end to end on a tiny synthetic protocol, including an interruption."""
+import contextlib
 import copy
 import json
 import os
@@ -54,6 +55,17 @@ def _benchmark(protocol_file, work):
                             start_new_session=True)
 
 
+def _kill_with_its_trainings(process):
+    """SIGKILL, as a crash would end them: the benchmark, and each nnUNetv2_train it started in a process group of
+    its own, which a kill of the benchmark's group alone would leave training on."""
+    with open(f"/proc/{process.pid}/task/{process.pid}/children") as children:
+        trainings = [int(pid) for pid in children.read().split()]
+    for group in [process.pid] + trainings:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+    process.wait()
+
+
 def _interrupt_during_a_training(process, work, timeout=600):
     """SIGKILLs the benchmark and its nnUNetv2_train once some unfinished run has a checkpoint_latest.pth."""
     deadline = time.time() + timeout
@@ -63,8 +75,7 @@ def _interrupt_during_a_training(process, work, timeout=600):
         for checkpoint in (work / "runs").glob("*/nnUNet_results/*/*/fold_all/checkpoint_latest.pth"):
             run = checkpoint.parts[-6]
             if run not in finished and not (checkpoint.parent / "checkpoint_final.pth").exists():
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+                _kill_with_its_trainings(process)
                 return run, set(finished)
         if process.poll() is not None:
             pytest.fail("the benchmark ended before it could be interrupted:\n" + process.stdout.read()[-3000:])
@@ -102,7 +113,7 @@ def finished_benchmark(protocol_file, nnunet_folders, tmp_path_factory):
     try:
         output, _ = second.communicate(timeout=1200)
     except subprocess.TimeoutExpired:
-        os.killpg(second.pid, signal.SIGKILL)  # with its nnUNetv2_train, which would outlive the test
+        _kill_with_its_trainings(second)
         pytest.fail("the resumed benchmark did not finish in 20 minutes:\n" + second.communicate()[0][-3000:])
     assert second.returncode == 0, output[-4000:]
     return {"work": work, "output": output, "interrupted": interrupted_run, "finished_before": finished_before,

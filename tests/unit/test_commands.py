@@ -27,6 +27,13 @@ def _has_ended(pid: int) -> bool:
         return True
 
 
+def _ends_within(pid: int, seconds: float) -> bool:
+    deadline = time.time() + seconds
+    while not _has_ended(pid) and time.time() < deadline:
+        time.sleep(0.1)
+    return _has_ended(pid)
+
+
 def test_a_stopped_command_leaves_no_worker_behind_and_returns_at_once(tmp_path):
     """nnUNetv2_train's augmentation workers survive its Ctrl-C and keep its output open: the stop must end them."""
     lines = []
@@ -43,10 +50,7 @@ def test_a_stopped_command_leaves_no_worker_behind_and_returns_at_once(tmp_path)
     assert time.time() - started < 30  # not the minute's grace given to a command that ignores Ctrl-C
     assert log_file.read_text().split() == lines[0].split() + ["interrupted"]  # stopped as Ctrl-C would
     worker = int(lines[0])
-    deadline = time.time() + 5
-    while not _has_ended(worker) and time.time() < deadline:
-        time.sleep(0.1)
-    assert _has_ended(worker)
+    assert _ends_within(worker, seconds=5)
 
 
 def test_a_command_that_ends_by_itself_runs_to_its_end():
@@ -74,7 +78,4 @@ def test_a_terminated_micd_stops_its_command_as_ctrl_c_would(tmp_path):
     micd.send_signal(signal.SIGTERM)
     micd.wait(timeout=30)
     assert log_file.read_text().split() == [str(worker), "interrupted"]  # the training heard it, as Ctrl-C
-    deadline = time.time() + 5
-    while not _has_ended(worker) and time.time() < deadline:
-        time.sleep(0.1)
-    assert _has_ended(worker)
+    assert _ends_within(worker, seconds=5)
