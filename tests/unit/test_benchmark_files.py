@@ -275,9 +275,13 @@ def test_the_acdc_tuning_protocol_holds_out_training_patients_and_never_the_vali
     (command,), source = _make_ssl_dataset_commands(tmp_path, "acdc_cpu_tuning", [6])
     assert command[command.index("--test-cases") + 1] == f"{source}/tuning_patients.txt"
     assert command[command.index("--labeled-cases") + 1] == f"{source}/labeled_3_patients.txt"
-    # every tagged run switches one setting of MICD, all at the literature's 3 labeled patients
-    tagged = [run for run in protocol.runs if run.tag]
-    assert all(run.trainer == "nnUNetTrainerMICD" and len(protocol.method_config(run)) == 1 for run in tagged)
+    # every tagged run switches one setting of MICD, all at the literature's 3 labeled patients; the last sets
+    # together switches that the runs before it measured
+    *switches, combined = [run for run in protocol.runs if run.tag]
+    assert all(run.trainer == "nnUNetTrainerMICD" and len(protocol.method_config(run)) == 1 for run in switches)
+    measured = [protocol.method_config(run).items() for run in switches]
+    assert combined.tag == "combined" and all(any(item in switch for switch in measured)
+                                              for item in protocol.method_config(combined).items())
 
 
 def _runner(tmp_path, groups):
