@@ -110,6 +110,19 @@ def test_published_results_follow_the_schema_and_their_protocol(path):
     assert all(recorded["steps"] == protocol.run_steps(runs[name]) for name, recorded in results["runs"].items())
 
 
+@pytest.mark.parametrize("path", [path for path in PUBLISHED_RESULTS
+                                  if load_results(path)["protocol"]["name"] in builtin_protocols()])
+def test_published_runs_are_what_their_builtin_protocol_trains_now(path):
+    """A change of a default must not retrain a published run unnoticed: its protocol pins what the run trained
+    with (method_configs), or the run is superseded (moved aside by micd benchmark, to be trained again)."""
+    from nnunetv2_micd.benchmark.records import changed_method_config
+    results = load_results(path)
+    protocol, _ = load_protocol(results["protocol"]["name"])
+    runs = {run.name: run for run in protocol.runs}
+    changed = {name: changed_method_config(results, protocol, runs[name]) for name in results["runs"]}
+    assert {name: change for name, change in changed.items() if change is not None} == {}
+
+
 def test_valid_results_pass_the_schema(tmp_path):
     results = _results(_run(), _run("nnUNetTrainerMICD"))
     assert schema_problems(results) == []
@@ -278,10 +291,10 @@ def test_the_acdc_tuning_protocol_holds_out_training_patients_and_never_the_vali
     # every tagged run switches one setting of MICD, all at the literature's 3 labeled patients; the last sets
     # together switches that the runs before it measured
     *switches, combined = [run for run in protocol.runs if run.tag]
-    assert all(run.trainer == "nnUNetTrainerMICD" and len(protocol.method_config(run)) == 1 for run in switches)
-    measured = [protocol.method_config(run).items() for run in switches]
-    assert combined.tag == "combined" and all(any(item in switch for switch in measured)
-                                              for item in protocol.method_config(combined).items())
+    own = protocol.tagged_method_configs
+    assert all(run.trainer == "nnUNetTrainerMICD" and len(own[run.tag]) == 1 for run in switches)
+    assert combined.tag == "combined" and all(any(item in own[run.tag].items() for run in switches)
+                                              for item in own[combined.tag].items())
 
 
 def _runner(tmp_path, groups):
