@@ -5,7 +5,6 @@ import os
 import sys
 from typing import List, Optional
 
-from nnunetv2_micd.commands import stop_commands_on_sigterm
 from nnunetv2_micd.errors import DataError, MicdError, UsageError
 from nnunetv2_micd.paths import trainer_path
 
@@ -428,7 +427,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = build_parser().parse_args(argv)
-    stop_commands_on_sigterm()
     try:
         args.func(args)
     except MicdError as e:

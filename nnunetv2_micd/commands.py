@@ -53,14 +53,14 @@ def run_command(command: List[str], environment: Dict[str, str], log_file: Optio
                 stopping = _interrupt(process)
 
     try:
-        with subprocess.Popen(command, env={**environment, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, pass_fds=pass_fds, cwd=cwd,
-                              process_group=0) as process:
+        with _sigterm_as_ctrl_c(), subprocess.Popen(
+                command, env={**environment, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, text=True, pass_fds=pass_fds, cwd=cwd, process_group=0) as process:
             try:
                 read(process.stdout)
             except KeyboardInterrupt:
-                # the command's own process group hears neither the terminal's Ctrl-C nor a SIGTERM sent to micd
-                # (see stop_commands_on_sigterm): stop it as Ctrl-C would, keep its last lines, then leave
+                # the command's own process group hears neither the terminal's Ctrl-C nor a SIGTERM sent to micd:
+                # stop it as Ctrl-C would, keep its last lines, then leave
                 stopping = stopping or _interrupt(process)
                 read(process.stdout)
                 stopping.join()
@@ -78,11 +78,20 @@ def run_command(command: List[str], environment: Dict[str, str], log_file: Optio
     return True
 
 
-def stop_commands_on_sigterm() -> None:
-    """A SIGTERM (``kill``, a scheduler's stop) raises KeyboardInterrupt as Ctrl-C does, so that :func:`run_command`
-    stops its command before micd ends: otherwise nnUNetv2_train, in a process group of its own, would train on
-    unseen."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c():
+    """While micd waits for a command, a SIGTERM (``kill``, a scheduler's stop) raises KeyboardInterrupt as Ctrl-C
+    does, so that :func:`run_command` stops the command before micd ends: nnUNetv2_train, in a process group of its
+    own, would otherwise train on unseen. Only then: the workers of a multiprocessing pool, forked by micd at other
+    times, must keep SIGTERM's default, since the pool ends them with it."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set a handler
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _interrupt(process: subprocess.Popen) -> threading.Thread:

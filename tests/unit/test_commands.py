@@ -62,8 +62,7 @@ def test_a_command_that_ends_by_itself_runs_to_its_end():
 
 MICD_RUNNING_A_TRAINING = """
 import os, sys
-from nnunetv2_micd.commands import run_command, stop_commands_on_sigterm
-stop_commands_on_sigterm()  # as micd's main does
+from nnunetv2_micd.commands import run_command
 run_command([sys.executable, "-c", sys.argv[2]], dict(os.environ), sys.argv[1],
             on_line=lambda line: print(line, end="", flush=True))
 """
@@ -79,3 +78,13 @@ def test_a_terminated_micd_stops_its_command_as_ctrl_c_would(tmp_path):
     micd.wait(timeout=30)
     assert log_file.read_text().split() == [str(worker), "interrupted"]  # the training heard it, as Ctrl-C
     assert _ends_within(worker, seconds=5)
+
+
+def test_sigterm_keeps_its_default_outside_a_command():
+    """The workers of a multiprocessing pool inherit micd's handlers, and the pool's exit ends them with SIGTERM: a
+    handler left behind can make them swallow it, and the pool then waits for them for ever."""
+    from nnunetv2_micd import cli
+    before = signal.getsignal(signal.SIGTERM)
+    cli.main(["trainer-path"])
+    assert run_command([sys.executable, "-c", "pass"], dict(os.environ))
+    assert signal.getsignal(signal.SIGTERM) is before
