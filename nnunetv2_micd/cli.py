@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", action="store_true",
                    help="show every run's state (finished, how far its training got and whether it is running, to "
                         "do) and the time left; runs nothing")
-    p.set_defaults(func=_cmd_benchmark)
+    p.set_defaults(func=_cmd_benchmark, after_interrupt="the same command continues where it stopped")
 
     for benchmark, fractions, layout in (("SYNAPSE", "10%%, 20%% or 40%%", "RawData/Training/{img,label}"),
                                          ("AMOS", "2%%, 5%% or 10%%", "imagesTr, labelsTr, imagesVa, labelsVa")):
@@ -433,6 +433,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         # an expected failure is the user's to fix: say what is wrong, without a traceback (a bug keeps its own)
         print(f"micd {args.command}: error: {e}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        # Ctrl-C, or a SIGTERM while an nnU-Net command runs: a stop the user asked for, not a failure to debug
+        hint = getattr(args, "after_interrupt", None)
+        print(f"micd {args.command}: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

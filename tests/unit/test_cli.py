@@ -48,6 +48,25 @@ def test_a_value_error_from_a_bug_keeps_its_traceback_and_an_expected_one_is_one
                                       "file is cut off\n"
 
 
+def test_an_interrupted_command_says_so_in_one_line(monkeypatch, tmp_path, capsys):
+    from nnunetv2_micd.benchmark import runner
+
+    def stopped_by_the_user(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner.BenchmarkRunner, "run_all", stopped_by_the_user)
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["benchmark", "hippocampus_cpu", "-o", str(tmp_path / "work")])
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err.splitlines()[-1] == \
+        "micd benchmark: interrupted; the same command continues where it stopped"
+
+    monkeypatch.setattr(cli, "_cmd_trainer_path", stopped_by_the_user)
+    with pytest.raises(SystemExit):
+        cli.main(["trainer-path"])
+    assert capsys.readouterr().err == "micd trainer-path: interrupted\n"
+
+
 def test_micd_works_without_posix_file_locks_and_benchmark_says_it_needs_them(monkeypatch, tmp_path, capsys):
     # Windows has no fcntl: micd must still import and serve the user's workflow (trainer-path first)
     without_fcntl = "import sys; sys.modules['fcntl'] = None; from nnunetv2_micd import cli; cli.main(['trainer-path'])"
