@@ -19,9 +19,10 @@ def _median_epoch_seconds(entry: dict) -> Optional[float]:
 
 def estimated_seconds_left(results: dict, folder: WorkFolder, unfinished: List[RunSpec]) -> Optional[float]:
     """For the ``unfinished`` runs: from the finished runs of each trainer (their median epoch time, else their wall
-    time); before a trainer has finished once, from its measured seconds per step (training steps only, so an
-    underestimate); unknown for a trainer with neither. An interrupted run counts only its epochs still to train; a
-    finished one (trained under other defaults) is trained again from the start."""
+    time; the median over the runs, so that one run on a slowed host does not stretch the others); before a trainer
+    has finished once, from its measured seconds per step (training steps only, so an underestimate); unknown for a
+    trainer with neither. An interrupted run counts only its epochs still to train; a finished one (trained under
+    other defaults) is trained again from the start."""
     protocol = folder.protocol
     finished: Dict[str, List[float]] = {}
     for entry in results["runs"].values():
@@ -34,7 +35,7 @@ def estimated_seconds_left(results: dict, folder: WorkFolder, unfinished: List[R
     seconds = 0.0
     for run in unfinished:
         if run.trainer in finished:
-            whole_run = float(np.mean(finished[run.trainer])) * protocol.run_steps(run)
+            whole_run = float(np.median(finished[run.trainer])) * protocol.run_steps(run)
         elif run.trainer in measured:
             whole_run = measured[run.trainer]["seconds_per_step"] * protocol.run_steps(run)
         else:
