@@ -455,14 +455,14 @@ def test_time_left_leaves_out_epochs_stretched_by_a_pause(tmp_path):
 def test_time_left_is_not_stretched_by_one_run_on_a_slowed_host(tmp_path):
     from nnunetv2_micd.benchmark.progress import estimated_seconds_left
     runner = _runner(tmp_path, [{"trainers": ["nnUNetTrainerBudget"], "labeled": [10], "seeds": [0, 1, 2, 3]}])
-    *done, to_do = runner.protocol.runs
+    to_do = runner.protocol.runs[-1]
     epochs = runner.protocol.budget["num_epochs"]
-    finished = {}
-    for run, epoch_seconds in zip(done, (10.0, 11.0, 30.0)):  # the third trained while the host ran 3 times slower
-        finished[run.name] = {**_run(), "train_seconds": epoch_seconds * epochs, "predict_seconds": 0.0}
-        finished[run.name]["curves"]["epoch_seconds"] = [epoch_seconds] * epochs
-    results = _results()
-    results["runs"] = finished
+    finished = []
+    for seed, epoch_seconds in enumerate((10.0, 11.0, 30.0)):  # seed 2 trained while the host ran 3 times slower
+        run = {**_run(seed=seed), "train_seconds": epoch_seconds * epochs, "predict_seconds": 0.0}
+        run["curves"]["epoch_seconds"] = [epoch_seconds] * epochs
+        finished.append(run)
+    results = _results(*finished)
     assert estimated_seconds_left(results, runner.folder, [to_do]) == pytest.approx(11.0 * epochs)
 
 
