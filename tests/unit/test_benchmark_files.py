@@ -530,11 +530,22 @@ def test_a_run_recorded_before_a_setting_existed_is_not_trained_again(tmp_path):
     runner = _runner(tmp_path, [{"trainers": ["nnUNetTrainerMICD"], "labeled": [10], "seeds": [0]}])
     (run,) = runner.protocol.runs
     current = expected_method_config(runner.protocol, run)
-    earlier = {key: value for key, value in current.items() if key != "confidence_threshold"}
+    earlier = {key: value for key, value in current.items() if key != "learned_class_dice"}
     results = _results({**_run("nnUNetTrainerMICD"), "method_config": {"method": earlier}})
     assert changed_method_config(results, runner.protocol, run) is None  # it trained as the default does now
-    results["runs"][run.name]["method_config"]["method"]["confidence_threshold"] = 0.5
-    assert changed_method_config(results, runner.protocol, run) == "confidence_threshold 0.5 -> 0.0"
+    results["runs"][run.name]["method_config"]["method"]["learned_class_dice"] = 0.5
+    assert changed_method_config(results, runner.protocol, run) == "learned_class_dice 0.5 -> 0.0"
+
+
+def test_a_run_recorded_before_a_setting_existed_is_trained_again_if_it_is_not_set_as_that_run_trained(tmp_path):
+    from nnunetv2_micd.benchmark.records import changed_method_config
+    group = [{"trainers": ["nnUNetTrainerMICD"], "labeled": [10], "seeds": [0]}]
+    protocol = _protocol_with(tmp_path, group, {"nnUNetTrainerMICD": {"confidence_threshold": 0.9}})
+    (run,) = protocol.runs
+    earlier = {key: value for key, value in expected_method_config(protocol, run).items()
+               if key != "confidence_threshold"}  # it learned from every pseudo-label: there was no threshold
+    results = _results({**_run("nnUNetTrainerMICD"), "method_config": {"method": earlier}})
+    assert changed_method_config(results, protocol, run) == "confidence_threshold 0.0 -> 0.9"
 
 
 def test_pinning_the_value_a_run_trained_with_keeps_it_when_a_default_changes(tmp_path):
@@ -542,15 +553,16 @@ def test_pinning_the_value_a_run_trained_with_keeps_it_when_a_default_changes(tm
     group = [{"trainers": ["nnUNetTrainerMICD"], "labeled": [10], "seeds": [0]}]
     recorded = _protocol_with(tmp_path, group)
     (run,) = recorded.runs
+    default = expected_method_config(recorded, run)["confidence_threshold"]
     trained = {**expected_method_config(recorded, run), "confidence_threshold": 0.5}  # the default then
     results = {**_results({**_run("nnUNetTrainerMICD"), "method_config": {"method": trained}}),
                "protocol": recorded.values}
-    assert changed_method_config(results, recorded, run) == "confidence_threshold 0.5 -> 0.0"
+    assert changed_method_config(results, recorded, run) == f"confidence_threshold 0.5 -> {default}"
     pinned = _protocol_with(tmp_path, group, {"nnUNetTrainerMICD": {"confidence_threshold": 0.5}})
     refuse_other_protocol(results, pinned, "results.json")  # the same runs, not another protocol
     assert changed_method_config(results, pinned, run) is None
-    other = _protocol_with(tmp_path, group, {"nnUNetTrainerMICD": {"confidence_threshold": 0.9}})
-    assert changed_method_config(results, other, run) == "confidence_threshold 0.5 -> 0.9"  # trained again
+    other = _protocol_with(tmp_path, group, {"nnUNetTrainerMICD": {"confidence_threshold": 0.7}})
+    assert changed_method_config(results, other, run) == "confidence_threshold 0.5 -> 0.7"  # trained again
 
 
 def test_report_leaves_superseded_runs_out_and_says_so(tmp_path):
