@@ -161,14 +161,14 @@ class MICDConfig(SemiSupervisedConfig):
     class_weighting: str = "dhc"
     #: momentum of the per-class statistics (class weights, learned classes)
     class_weight_momentum: float = 0.99
-    #: CMD: each student follows its own teacher ("own", as the paper) or the other branch's teacher ("cross")
-    cmd_mode: str = "cross"
+    #: CMD: each student follows its own teacher ("own") or the other branch's teacher ("cross")
+    cmd_mode: str = "own"
     #: MCPC and CMD learn only from pseudo-labels whose top class probability reaches this (0: from all, as the paper)
     confidence_threshold: float = 0.9
     #: CFC compares each voxel's features standardised over the channels (false: the raw features, as the paper)
     cfc_standardise: bool = False
     #: branch B's initial weights: PyTorch's defaults (as the paper) or nnU-Net's, as branch A has
-    branch_b_init: str = "nnunet"
+    branch_b_init: str = "pytorch"
     #: MCPC and CMD leave out of a student's softmax, where it is not the pseudo-label, each class whose running
     #: soft Dice on the labeled patches is below this for that student, so they cannot unlearn a class the labels
     #: are still teaching (0: every class always in, as the paper)
