@@ -553,10 +553,11 @@ def test_pinning_the_value_a_run_trained_with_keeps_it_when_a_default_changes(tm
     group = [{"trainers": ["nnUNetTrainerMICD"], "labeled": [10], "seeds": [0]}]
     recorded = _protocol_with(tmp_path, group)
     (run,) = recorded.runs
-    default = expected_method_config(recorded, run)["confidence_threshold"]
-    trained = {**expected_method_config(recorded, run), "confidence_threshold": 0.5}  # the default then
+    expected = expected_method_config(recorded, run)
+    trained = {**expected, "confidence_threshold": 0.5}  # the default then
     results = {**_results({**_run("nnUNetTrainerMICD"), "method_config": {"method": trained}}),
                "protocol": recorded.values}
+    default = expected["confidence_threshold"]
     assert changed_method_config(results, recorded, run) == f"confidence_threshold 0.5 -> {default}"
     pinned = _protocol_with(tmp_path, group, {"nnUNetTrainerMICD": {"confidence_threshold": 0.5}})
     refuse_other_protocol(results, pinned, "results.json")  # the same runs, not another protocol
