@@ -165,6 +165,9 @@ class MICDConfig(SemiSupervisedConfig):
     cmd_mode: str = "own"
     #: MCPC and CMD learn only from pseudo-labels whose top class probability reaches this (0: from all, as the paper)
     confidence_threshold: float = 0.9
+    #: the threshold leaves out only unconfident background pseudo-labels and keeps every structure's, so that the
+    #: structures' borders keep teaching (false: every class, as the threshold was tuned)
+    threshold_background_only: bool = False
     #: CFC compares each voxel's features standardised over the channels (false: the raw features, as the paper)
     cfc_standardise: bool = False
     #: branch B's initial weights: PyTorch's defaults (as the paper) or nnU-Net's, as branch A has
@@ -174,7 +177,8 @@ class MICDConfig(SemiSupervisedConfig):
     #: are still teaching (0: every class always in, as the paper)
     learned_class_dice: float = 0.0
     FIELDS_ADDED_LATER: ClassVar[Dict[str, object]] = {"confidence_threshold": 0.0, "cfc_standardise": False,
-                                                       "branch_b_init": "pytorch", "learned_class_dice": 0.0}
+                                                       "branch_b_init": "pytorch", "learned_class_dice": 0.0,
+                                                       "threshold_background_only": False}
     #: prediction: average of both students' logits, student A alone, or the average of both teachers
     inference_mode: str = "ensemble"
 
@@ -188,6 +192,8 @@ class MICDConfig(SemiSupervisedConfig):
                               ("inference_mode", INFERENCE_MODES), ("branch_b_init", BRANCH_B_INITS)):
             if getattr(self, name) not in allowed:
                 problems.append(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.threshold_background_only and self.confidence_threshold == 0:
+            problems.append("threshold_background_only needs a confidence_threshold above 0")
         if self.mask_block_size is not None and (
                 not isinstance(self.mask_block_size, (tuple, list)) or
                 not all(_is_positive_int(b) for b in self.mask_block_size)):

@@ -20,12 +20,17 @@ def hard_pseudo_label(logits: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def ignore_unconfident(labels: torch.Tensor, logits: torch.Tensor, threshold: float) -> torch.Tensor:
+def ignore_unconfident(labels: torch.Tensor, logits: torch.Tensor, threshold: float,
+                       background_only: bool = False) -> torch.Tensor:
     """``labels`` (the hard pseudo-labels of ``logits``) with :data:`IGNORE_LABEL` wherever the top class
     probability is below ``threshold``: early in training most pseudo-labels are wrong, and the confident ones
-    are the likelier to be right."""
+    are the likelier to be right. With ``background_only`` only background (label 0) is left out: the uncertain
+    voxels lie at the structures' borders, and leaving out both sides of a border erodes the structures."""
     confidence = logits.movedim(1, -1).float().softmax(dim=-1).amax(dim=-1)
-    return labels.masked_fill(confidence < threshold, IGNORE_LABEL)
+    unconfident = confidence < threshold
+    if background_only:
+        unconfident &= labels == 0
+    return labels.masked_fill(unconfident, IGNORE_LABEL)
 
 
 def exclude_classes(logits: torch.Tensor, target: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:

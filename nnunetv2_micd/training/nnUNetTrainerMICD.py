@@ -165,10 +165,11 @@ class nnUNetTrainerMICD(nnUNetTrainerSemiSupervised):
 
     def _targets(self, pseudo_labels: List[torch.Tensor], logits: List[torch.Tensor]) -> List[torch.Tensor]:
         """The pseudo-labels the unsupervised terms learn from: all, or only the confident ones."""
-        threshold = self.method_config.confidence_threshold
-        if threshold == 0:
+        config = self.method_config
+        if config.confidence_threshold == 0:
             return pseudo_labels
-        return [ignore_unconfident(labels, l, threshold) for labels, l in zip(pseudo_labels, logits)]
+        return [ignore_unconfident(labels, l, config.confidence_threshold, config.threshold_background_only)
+                for labels, l in zip(pseudo_labels, logits)]
 
     # ------------------------------------------------------------------ checkpoints
     def inference_weights(self) -> dict:

@@ -213,7 +213,8 @@ def test_the_method_switches_train_and_branch_b_can_start_from_nnUNets_initialis
     assert not _zeroed_norms(trainer.dual_network.branches[1])  # PyTorch's default, as the paper
     _use_method_config(monkeypatch, tmp_path, {"branch_b_init": "nnunet", "confidence_threshold": 0.6,
                                                "cfc_standardise": True, "cmd_mode": "cross",
-                                               "class_weighting": "dhc_published", "learned_class_dice": 0.5})
+                                               "class_weighting": "dhc_published", "learned_class_dice": 0.5,
+                                               "threshold_background_only": True})
     trainer = _trainer(environment, "nnUNetTrainerMICD")
     trainer.initialize()
     assert _zeroed_norms(trainer.dual_network.branches[1]) and _zeroed_norms(trainer.teachers[1])

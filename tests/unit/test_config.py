@@ -1,4 +1,7 @@
 import json
+import re
+from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +29,8 @@ def test_defaults_are_valid_and_round_trip():
     ({"mask_block_size": [4, True, 4]}, "mask_block_size must be null or a list of positive integers"),
     ({"confidence_threshold": 1.2}, r"confidence_threshold must be in \[0, 1\]"),
     ({"cfc_standardise": 1}, "cfc_standardise must be true or false, got 1"),
+    ({"threshold_background_only": True, "confidence_threshold": 0.0},
+     "threshold_background_only needs a confidence_threshold above 0"),
     ({"learned_class_dice": -0.1}, r"learned_class_dice must be in \[0, 1\]"),
     ({"branch_b_init": "he"}, "branch_b_init must be one of"),
     ({"class_weighting": "dhc_exact"}, r"class_weighting must be one of \('dhc', 'dhc_published', 'none'\)"),
@@ -82,3 +87,12 @@ def test_a_budget_written_to_the_environment_is_the_budget_the_trainers_read(mon
         monkeypatch.setenv(variable, value)
     assert TrainingBudget.from_environment() == budget
     assert "MICD_SEED" not in TrainingBudget().to_environment()  # no seed: nnU-Net's own randomness
+
+
+def test_every_micd_setting_is_documented_with_its_default():
+    table = Path(__file__).parents[2].joinpath("docs", "configuration.md").read_text()
+    rows = dict(re.findall(r"^\| (`[^|]+`) \| ([^|]+) \|", table, flags=re.M))
+    documented = {name.strip("` "): default.strip() for keys, default in rows.items() for name in keys.split(",")}
+    for field in fields(MICDConfig):
+        assert field.name in documented, f"{field.name} is missing from docs/configuration.md"
+        assert documented[field.name].strip("`") == json.dumps(field.default), field.name

@@ -149,6 +149,16 @@ def test_unconfident_pseudo_labels_are_left_out_of_the_cross_entropy(dims):
     assert weighted_cross_entropy(logits, labels).item() == pytest.approx(LOG2 * 2 - LOG3, rel=1e-6)
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_unconfident_structure_pseudo_labels_can_be_kept(dims):
+    # both voxels have top probability 3/4: voxel 0 calls background, voxel 1 a structure (class 1)
+    logits = _logits(dims, [[LOG3, 0.], [0., LOG3]])
+    labels = hard_pseudo_label(logits)
+    assert ignore_unconfident(labels, logits, 0.9).flatten().tolist() == [IGNORE_LABEL, IGNORE_LABEL]
+    assert ignore_unconfident(labels, logits, 0.9, background_only=True).flatten().tolist() == [IGNORE_LABEL, 1]
+    assert ignore_unconfident(labels, logits, 0.7, background_only=True).flatten().tolist() == [0, 1]
+
+
 def test_a_batch_without_a_confident_pseudo_label_teaches_nothing():
     logits = _logits(2, [[0., 0.], [LOG3, 0.]], requires_grad=True)
     labels = ignore_unconfident(hard_pseudo_label(logits), logits, threshold=0.9)
