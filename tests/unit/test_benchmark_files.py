@@ -288,13 +288,16 @@ def test_the_acdc_tuning_protocol_holds_out_training_patients_and_never_the_vali
     (command,), source = _make_ssl_dataset_commands(tmp_path, "acdc_cpu_tuning", [6])
     assert command[command.index("--test-cases") + 1] == f"{source}/tuning_patients.txt"
     assert command[command.index("--labeled-cases") + 1] == f"{source}/labeled_3_patients.txt"
-    # every tagged run switches one setting of MICD, all at the literature's 3 labeled patients; the last sets
-    # together switches that the runs before it measured
-    *switches, combined = [run for run in protocol.runs if run.tag]
+    # every tagged run is MICD at the literature's 3 labeled patients and switches one setting, but two: 'combined'
+    # sets together switches that single runs measured, 'confident0.9-background' adds a flag to the threshold's run
+    tagged = [run for run in protocol.runs if run.tag]
     own = protocol.tagged_method_configs
-    assert all(run.trainer == "nnUNetTrainerMICD" and len(own[run.tag]) == 1 for run in switches)
-    assert combined.tag == "combined" and all(any(item in own[run.tag].items() for run in switches)
-                                              for item in own[combined.tag].items())
+    assert all(run.trainer == "nnUNetTrainerMICD" and run.labeled == 6 for run in tagged)
+    single = {tag: config for tag, config in own.items() if len(config) == 1}
+    assert set(own) - set(single) == {"combined", "confident0.9-background"}
+    measured = [item for config in single.values() for item in config.items()]
+    assert all(item in measured for item in own["combined"].items())
+    assert own["confident0.9-background"] == {**own["confident0.9"], "threshold_background_only": True}
 
 
 def _runner(tmp_path, groups):
