@@ -83,15 +83,20 @@ def _sigterm_as_ctrl_c():
     """While micd waits for a command, a SIGTERM (``kill``, a scheduler's stop) raises KeyboardInterrupt as Ctrl-C
     does, so that :func:`run_command` stops the command before micd ends: nnUNetv2_train, in a process group of its
     own, would otherwise train on unseen. Only then: the workers of a multiprocessing pool, forked by micd at other
-    times, must keep SIGTERM's default, since the pool ends them with it."""
+    times, must keep SIGTERM's default, since the pool ends them with it.
+
+    Ctrl-C itself is heard too, even where micd was started ignoring it (a shell script's ``micd ... &``): a command
+    started meanwhile inherits its default, so that it stops at :func:`_interrupt`'s Ctrl-C instead of being killed
+    a minute later, maybe while writing its checkpoint."""
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set a handler
         yield
         return
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _interrupt(process: subprocess.Popen) -> threading.Thread:

@@ -4,6 +4,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from nnunetv2_micd.commands import run_command
 
 TRAINING_WITH_A_WORKER = """
@@ -68,11 +70,18 @@ run_command([sys.executable, "-c", sys.argv[2]], dict(os.environ), sys.argv[1],
 """
 
 
-def test_a_terminated_micd_stops_its_command_as_ctrl_c_would(tmp_path):
+def _ignore_ctrl_c():
+    """As a shell script starts ``micd ... &``: the background job and what it starts ignore SIGINT."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("started_ignoring_ctrl_c", [False, True])
+def test_a_terminated_micd_stops_its_command_as_ctrl_c_would(tmp_path, started_ignoring_ctrl_c):
     """``kill`` or a scheduler's stop ends micd: the training in its own process group must not train on unseen."""
     log_file = tmp_path / "train.log"
     micd = subprocess.Popen([sys.executable, "-c", MICD_RUNNING_A_TRAINING, str(log_file), TRAINING_WITH_A_WORKER],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            preexec_fn=_ignore_ctrl_c if started_ignoring_ctrl_c else None)
     worker = int(micd.stdout.readline())
     micd.send_signal(signal.SIGTERM)
     micd.wait(timeout=30)
